@@ -1,0 +1,190 @@
+"""The canonical trial record: one registry version, normalized, whatever source it came from.
+
+A ``TrialRecord`` holds an NCT ID and a fixed set of *sections* (see ``SECTIONS``). Each
+section is a dict of the fields the source carried. The rule that makes different sources
+comparable is about *absence*:
+
+* a key that is **missing** means *unknown* (the source did not carry it): it never counts
+  as a change;
+* a key whose value is ``None`` / ``[]`` means *known to be empty* (a full API v2 document
+  without ``whyStopped`` says the trial has no stop reason).
+
+The same rule applies inside nested values: a date is ``{"date": "2026-01-31", "type":
+"ESTIMATED"}`` and a text page that shows no date type gives ``{"date": "2026-01-31"}``.
+
+Lists whose order carries no meaning are stored sorted (phases, conditions); lists of
+things with an identity (sites, outcomes, criteria, arms) are lists of dicts and the diff
+compares them by the identity key in ``LIST_IDENTITY``.
+
+Canonical JSON is key-sorted and compact; its SHA-256 is the content hash. Each section is
+also hashed on its own so the diff can skip sections that did not move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+NCT_ID_RE = re.compile(r"^NCT\d{8}$")
+
+# Section name -> the fields it may hold. Parsers emit only these keys.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "identification": (
+        "brief_title", "official_title", "acronym", "organization",
+        "org_study_id", "secondary_ids",
+    ),
+    "status": ("overall_status", "why_stopped", "last_known_status", "status_verified_date"),
+    "dates": (
+        "start", "primary_completion", "completion", "first_posted",
+        "results_first_posted", "last_update_posted", "last_update_submitted",
+    ),
+    "sponsor": ("lead_sponsor", "lead_sponsor_class", "collaborators", "responsible_party"),
+    "description": ("brief_summary", "detailed_description"),
+    "conditions": ("conditions", "keywords"),
+    "design": (
+        "study_type", "phases", "allocation", "intervention_model", "primary_purpose",
+        "masking", "observational_model", "time_perspective", "enrollment",
+    ),
+    "arms": ("arm_groups", "interventions"),
+    "outcomes": ("primary", "secondary", "other"),
+    "eligibility": (
+        "inclusion", "exclusion", "other_criteria", "sex", "minimum_age", "maximum_age",
+        "healthy_volunteers", "std_ages",
+    ),
+    "contacts": ("central_contacts", "overall_officials"),
+    "locations": ("sites",),
+    "references": ("references",),
+    "results": ("has_results", "modules"),
+}
+
+# (section, field) -> how items of a list of dicts are identified across versions.
+LIST_IDENTITY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("identification", "secondary_ids"): ("id",),
+    ("arms", "arm_groups"): ("label",),
+    ("arms", "interventions"): ("type", "name"),
+    ("outcomes", "primary"): ("measure",),
+    ("outcomes", "secondary"): ("measure",),
+    ("outcomes", "other"): ("measure",),
+    ("eligibility", "inclusion"): ("text",),
+    ("eligibility", "exclusion"): ("text",),
+    ("eligibility", "other_criteria"): ("text",),
+    ("contacts", "central_contacts"): ("name",),
+    ("contacts", "overall_officials"): ("name",),
+    ("locations", "sites"): ("facility", "city"),
+    ("references", "references"): ("pmid", "citation"),
+}
+
+
+class ParseError(ValueError):
+    """A document could not be turned into a ``TrialRecord``; the message says why."""
+
+
+def canonical_dumps(value: Any) -> bytes:
+    """Key-sorted, compact JSON bytes: the one serialization every hash is taken over."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_valid_nct_id(value: str) -> bool:
+    return bool(NCT_ID_RE.match(value))
+
+
+def identity_key(section: str, field_name: str, item: Mapping[str, Any]) -> str:
+    """The identity of one list item, e.g. a site's ``facility|city`` (case-insensitive)."""
+    parts = LIST_IDENTITY[(section, field_name)]
+    return "|".join(" ".join(str(item.get(p) or "").split()).casefold() for p in parts)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One version of one trial, in canonical form. Build it with ``TrialRecord.build``."""
+
+    nct_id: str
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, nct_id: str, sections: Mapping[str, Mapping[str, Any]]) -> TrialRecord:
+        """Validate the shape, drop empty sections, and sort identity-keyed lists."""
+        if not is_valid_nct_id(nct_id):
+            raise ParseError(f"invalid NCT ID {nct_id!r} (expected NCT followed by 8 digits)")
+        clean: dict[str, dict[str, Any]] = {}
+        for name, fields in sections.items():
+            allowed = SECTIONS.get(name)
+            if allowed is None:
+                raise ValueError(f"unknown record section {name!r}")
+            unknown = set(fields) - set(allowed)
+            if unknown:
+                raise ValueError(f"unknown fields in section {name!r}: {sorted(unknown)}")
+            if not fields:
+                continue
+            section: dict[str, Any] = {}
+            for key, value in fields.items():
+                if (name, key) in LIST_IDENTITY and isinstance(value, list):
+                    value = sorted(value, key=lambda item, n=name, k=key: identity_key(n, k, item))
+                section[key] = value
+            clean[name] = section
+        return cls(nct_id=nct_id, sections=clean)
+
+    @classmethod
+    def from_canonical(cls, data: Mapping[str, Any]) -> TrialRecord:
+        """Rebuild a record from its canonical dict (as stored in the database)."""
+        sections = {k: v for k, v in data.items() if k != "nct_id"}
+        return cls(nct_id=str(data["nct_id"]), sections=sections)
+
+    def to_canonical(self) -> dict[str, Any]:
+        return {"nct_id": self.nct_id, **{k: dict(v) for k, v in self.sections.items()}}
+
+    @cached_property
+    def canonical_json(self) -> bytes:
+        return canonical_dumps(self.to_canonical())
+
+    @cached_property
+    def content_hash(self) -> str:
+        return sha256_hex(self.canonical_json)
+
+    @cached_property
+    def section_hashes(self) -> dict[str, str]:
+        return {name: sha256_hex(canonical_dumps(body)) for name, body in self.sections.items()}
+
+    def get(self, section: str, field_name: str, default: Any = None) -> Any:
+        return self.sections.get(section, {}).get(field_name, default)
+
+    @property
+    def title(self) -> str | None:
+        return self.get("identification", "brief_title")
+
+    @property
+    def overall_status(self) -> str | None:
+        return self.get("status", "overall_status")
+
+    @property
+    def last_update_posted(self) -> str | None:
+        posted = self.get("dates", "last_update_posted")
+        return posted.get("date") if isinstance(posted, dict) else posted
+
+    def knows_less_or_equal(self, other: TrialRecord) -> bool:
+        """True when every field this record knows is known to ``other`` with the same value.
+
+        A partial record (a text page) arriving after a fuller one (the API document) adds
+        nothing: it is not worth a new version.
+        """
+        return _is_subset(self.to_canonical(), other.to_canonical())
+
+
+def _is_subset(small: Any, big: Any) -> bool:
+    if isinstance(small, dict) and isinstance(big, dict):
+        return all(k in big and _is_subset(v, big[k]) for k, v in small.items())
+    if isinstance(small, list) and isinstance(big, list):
+        if len(small) != len(big):
+            return False
+        return all(_is_subset(a, b) for a, b in zip(small, big, strict=True))
+    return bool(small == big)

@@ -1,0 +1,1 @@
+"""Where trial records come from: API v2 JSON, rendered text pages, files, the live registry."""

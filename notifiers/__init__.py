@@ -1,0 +1,1 @@
+"""Alert delivery: the notifier protocol, the plugin registry, outbox delivery and built-ins."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, engine set-up, repository and Alembic migrations."""
