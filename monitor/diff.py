@@ -1,0 +1,267 @@
+"""Diff two canonical records into classified change events (pure functions, no I/O).
+
+How it works:
+1. Sections whose hash did not move are skipped without looking inside.
+2. Each remaining section is *projected*: only keys known to both versions survive (unknown
+   never counts as a change) and identity-keyed lists become dicts keyed by identity
+   (a site by facility+city, an outcome by measure, a criterion by text), so reordering is
+   not a change and one added site is one entry.
+3. deepdiff compares the projections and says *where* they differ (field, list item).
+4. ``FIELD_RULES`` says *what* each difference is: its event kind, severity and label.
+   Removed + added list items that are near-identical are paired into one "reworded" or
+   "changed" event (outcome switching, a criterion edited) instead of two.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from monitor.events import ChangeEvent, humanize, shorten, sort_key
+from monitor.record import LIST_IDENTITY, TrialRecord, identity_key
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    kind: str | None  # None: bookkeeping, never an event
+    severity: str
+    label: str  # "Recruitment status"; for list fields the singular item name
+
+
+FIELD_RULES: dict[tuple[str, str], FieldRule] = {
+    ("identification", "brief_title"): FieldRule("description", "low", "Title"),
+    ("identification", "official_title"): FieldRule("description", "low", "Official title"),
+    ("identification", "acronym"): FieldRule("identifiers", "low", "Acronym"),
+    ("identification", "organization"): FieldRule("sponsor", "low", "Organization"),
+    ("identification", "org_study_id"): FieldRule("identifiers", "low", "Org study ID"),
+    ("identification", "secondary_ids"): FieldRule("identifiers", "low", "Secondary ID"),
+    ("status", "overall_status"): FieldRule("status", "high", "Recruitment status"),
+    ("status", "why_stopped"): FieldRule("status", "medium", "Why stopped"),
+    ("status", "last_known_status"): FieldRule("status", "low", "Last known status"),
+    ("status", "status_verified_date"): FieldRule(None, "low", "Status verified"),
+    ("dates", "start"): FieldRule("dates", "medium", "Start date"),
+    ("dates", "primary_completion"): FieldRule("dates", "medium", "Primary completion date"),
+    ("dates", "completion"): FieldRule("dates", "medium", "Completion date"),
+    ("dates", "first_posted"): FieldRule("dates", "low", "First posted"),
+    ("dates", "results_first_posted"): FieldRule("results", "high", "Results first posted"),
+    ("dates", "last_update_posted"): FieldRule(None, "low", "Last update posted"),
+    ("dates", "last_update_submitted"): FieldRule(None, "low", "Last update submitted"),
+    ("sponsor", "lead_sponsor"): FieldRule("sponsor", "medium", "Lead sponsor"),
+    ("sponsor", "lead_sponsor_class"): FieldRule("sponsor", "low", "Lead sponsor class"),
+    ("sponsor", "collaborators"): FieldRule("sponsor", "low", "Collaborator"),
+    ("sponsor", "responsible_party"): FieldRule("sponsor", "low", "Responsible party"),
+    ("description", "brief_summary"): FieldRule("description", "low", "Brief summary"),
+    ("description", "detailed_description"): FieldRule(
+        "description", "low", "Detailed description"),
+    ("conditions", "conditions"): FieldRule("other", "low", "Condition"),
+    ("conditions", "keywords"): FieldRule("other", "low", "Keyword"),
+    ("design", "study_type"): FieldRule("design", "medium", "Study type"),
+    ("design", "phases"): FieldRule("phase", "medium", "Phase"),
+    ("design", "allocation"): FieldRule("design", "low", "Allocation"),
+    ("design", "intervention_model"): FieldRule("design", "low", "Intervention model"),
+    ("design", "primary_purpose"): FieldRule("design", "low", "Primary purpose"),
+    ("design", "masking"): FieldRule("design", "low", "Masking"),
+    ("design", "observational_model"): FieldRule("design", "low", "Observational model"),
+    ("design", "time_perspective"): FieldRule("design", "low", "Time perspective"),
+    ("design", "enrollment"): FieldRule("enrollment", "medium", "Enrollment"),
+    ("arms", "arm_groups"): FieldRule("arms", "medium", "Arm"),
+    ("arms", "interventions"): FieldRule("arms", "medium", "Intervention"),
+    ("outcomes", "primary"): FieldRule("outcomes", "high", "Primary outcome"),
+    ("outcomes", "secondary"): FieldRule("outcomes", "medium", "Secondary outcome"),
+    ("outcomes", "other"): FieldRule("outcomes", "low", "Other outcome"),
+    ("eligibility", "inclusion"): FieldRule("eligibility", "medium", "Inclusion criterion"),
+    ("eligibility", "exclusion"): FieldRule("eligibility", "medium", "Exclusion criterion"),
+    ("eligibility", "other_criteria"): FieldRule("eligibility", "medium", "Eligibility text"),
+    ("eligibility", "sex"): FieldRule("eligibility", "medium", "Eligible sex"),
+    ("eligibility", "minimum_age"): FieldRule("eligibility", "medium", "Minimum age"),
+    ("eligibility", "maximum_age"): FieldRule("eligibility", "medium", "Maximum age"),
+    ("eligibility", "healthy_volunteers"): FieldRule(
+        "eligibility", "medium", "Accepts healthy volunteers"),
+    ("eligibility", "std_ages"): FieldRule("eligibility", "low", "Age group"),
+    ("contacts", "central_contacts"): FieldRule("contacts", "low", "Central contact"),
+    ("contacts", "overall_officials"): FieldRule("contacts", "low", "Overall official"),
+    ("locations", "sites"): FieldRule("locations", "low", "Site"),
+    ("references", "references"): FieldRule("other", "low", "Reference"),
+    ("results", "has_results"): FieldRule("results", "high", "Results posted"),
+    ("results", "modules"): FieldRule("results", "medium", "Results sections"),
+}
+
+# Unordered lists of plain values reported as one event (the whole list) rather than per item.
+WHOLE_LIST_FIELDS = {("design", "phases"), ("results", "modules"), ("eligibility", "std_ages")}
+# Near-identical removed+added items closer than this are one "reworded/changed" event.
+PAIRING_RATIO = 0.6
+
+_MISSING = object()
+
+
+def diff_records(old: TrialRecord, new: TrialRecord) -> list[ChangeEvent]:
+    """Every meaningful change from ``old`` to ``new``, most severe first, deterministic."""
+    if old.content_hash == new.content_hash:
+        return []
+    old_hashes, new_hashes = old.section_hashes, new.section_hashes
+    events: list[ChangeEvent] = []
+    for section in sorted(set(old.sections) & set(new.sections)):
+        if old_hashes[section] == new_hashes[section]:
+            continue
+        events.extend(_diff_section(new.nct_id, section,
+                                    old.sections[section], new.sections[section]))
+    return sorted(events, key=sort_key)
+
+
+def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keep only what both versions know; turn identity-keyed lists into dicts by identity."""
+    old_p: dict[str, Any] = {}
+    new_p: dict[str, Any] = {}
+    for key in sorted(set(old) & set(new)):
+        a, b = old[key], new[key]
+        if (section, key) in LIST_IDENTITY and isinstance(a, list) and isinstance(b, list):
+            a_items = {identity_key(section, key, item): item for item in a}
+            b_items = {identity_key(section, key, item): item for item in b}
+            for ident in a_items.keys() & b_items.keys():
+                a_items[ident], b_items[ident] = _common(a_items[ident], b_items[ident])
+            a, b = a_items, b_items
+        else:
+            a, b = _common(a, b)
+        old_p[key], new_p[key] = a, b
+    return old_p, new_p
+
+
+def _common(a: Any, b: Any) -> tuple[Any, Any]:
+    """Drop dict keys only one side knows (recursively): unknown is not a change."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(a.keys() & b.keys())
+        pairs = {k: _common(a[k], b[k]) for k in keys}
+        return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
+    return a, b
+
+
+def _diff_section(nct_id: str, section: str, old: Mapping[str, Any],
+                  new: Mapping[str, Any]) -> list[ChangeEvent]:
+    old_p, new_p = project(section, old, new)
+    delta = DeepDiff(old_p, new_p, view="tree", verbose_level=0)
+    changed_fields = sorted({_top_key(level) for levels in delta.values() for level in levels})
+    events: list[ChangeEvent] = []
+    for key in changed_fields:
+        rule = FIELD_RULES.get((section, key), FieldRule("other", "low", key))
+        if rule.kind is None:
+            continue
+        a, b = old_p[key], new_p[key]
+        if isinstance(a, dict) and (section, key) in LIST_IDENTITY:
+            events.extend(_keyed_list_events(nct_id, section, key, rule, a, b))
+        elif isinstance(a, list) and isinstance(b, list) and (section, key) not in WHOLE_LIST_FIELDS:
+            events.extend(_plain_list_events(nct_id, section, key, rule, a, b))
+        else:
+            events.append(_value_event(nct_id, section, key, rule, a, b))
+    return events
+
+
+def _top_key(level: Any) -> str:
+    path = level.path(output_format="list")
+    return str(path[0])
+
+
+def _event(nct_id: str, rule: FieldRule, field: str, old: Any, new: Any, summary: str,
+           severity: str | None = None) -> ChangeEvent:
+    assert rule.kind is not None
+    return ChangeEvent(nct_id=nct_id, kind=rule.kind, field=field, old=old, new=new,
+                       severity=severity or rule.severity, summary=summary)
+
+
+def _value_event(nct_id: str, section: str, key: str, rule: FieldRule, old: Any,
+                 new: Any) -> ChangeEvent:
+    field = f"{section}.{key}"
+    if (section, key) == ("status", "overall_status"):
+        field = "overall_status"
+    if (section, key) == ("results", "has_results"):
+        summary = "Results first posted" if new else "Results withdrawn"
+        return _event(nct_id, rule, field, old, new, summary)
+    if (section, key) == ("results", "modules"):
+        return _event(nct_id, rule, field, old, new, "Results updated: "
+                      f"{humanize(old)} → {humanize(new)}")
+    if (section, key) == ("design", "enrollment") and isinstance(old, dict) \
+            and isinstance(new, dict):
+        summary = f"Enrollment: {humanize(old.get('count'))} → {humanize(new.get('count'))}"
+        old_t, new_t = old.get("type"), new.get("type")
+        if old_t != new_t:
+            summary += f" ({humanize(old_t).lower()} → {humanize(new_t).lower()})"
+        elif new_t:
+            summary += f" ({new_t.lower()})"
+        return _event(nct_id, rule, field, old, new, summary)
+    if isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > 80:
+        return _event(nct_id, rule, field, old, new, f"{rule.label} changed")
+    summary = f"{rule.label}: {humanize(old)} → {humanize(new)}"
+    return _event(nct_id, rule, field, old, new, summary)
+
+
+def _plain_list_events(nct_id: str, section: str, key: str, rule: FieldRule,
+                       old: list[Any], new: list[Any]) -> Iterable[ChangeEvent]:
+    field = f"{section}.{key}"
+    old_set, new_set = set(map(str, old)), set(map(str, new))
+    for item in sorted(new_set - old_set):
+        yield _event(nct_id, rule, field, None, item, f"{rule.label} added: {item}")
+    for item in sorted(old_set - new_set):
+        yield _event(nct_id, rule, field, item, None, f"{rule.label} removed: {item}")
+
+
+def _keyed_list_events(nct_id: str, section: str, key: str, rule: FieldRule,
+                       old: dict[str, Any], new: dict[str, Any]) -> Iterable[ChangeEvent]:
+    field = f"{section}.{key}"
+    removed = {k: old[k] for k in sorted(old.keys() - new.keys())}
+    added = {k: new[k] for k in sorted(new.keys() - old.keys())}
+    for old_key, new_key in _pair_similar(removed, added):
+        a, b = removed.pop(old_key), added.pop(new_key)
+        verb = "reworded" if set(a) == {"text"} else "changed"
+        yield _event(nct_id, rule, field, a, b,
+                     f"{rule.label} {verb}: {_describe(a)} → {_describe(b)}")
+    for item in added.values():
+        yield _event(nct_id, rule, field, None, item, f"{rule.label} added: {_describe(item)}")
+    for item in removed.values():
+        yield _event(nct_id, rule, field, item, None,
+                     f"{rule.label} removed: {_describe(item)}")
+    for ident in sorted(old.keys() & new.keys()):
+        a, b = old[ident], new[ident]
+        if a == b:
+            continue
+        parts = [f"{sub} {humanize(a.get(sub))} → {humanize(b.get(sub))}"
+                 for sub in sorted(a) if a.get(sub) != b.get(sub)]
+        yield _event(nct_id, rule, field, a, b,
+                     f"{rule.label} changed: {_describe(b)}: {shorten('; '.join(parts))}")
+
+
+def _pair_similar(removed: Mapping[str, Any], added: Mapping[str, Any]
+                  ) -> list[tuple[str, str]]:
+    """Greedy best-first pairing of removed and added items whose identities are close."""
+    candidates = []
+    for r in removed:
+        for a in added:
+            ratio = difflib.SequenceMatcher(None, r, a, autojunk=False).ratio()
+            if ratio >= PAIRING_RATIO:
+                candidates.append((ratio, r, a))
+    pairs: list[tuple[str, str]] = []
+    used_r: set[str] = set()
+    used_a: set[str] = set()
+    for _ratio, r, a in sorted(candidates, key=lambda c: (-c[0], c[1], c[2])):
+        if r not in used_r and a not in used_a:
+            pairs.append((r, a))
+            used_r.add(r)
+            used_a.add(a)
+    return pairs
+
+
+def _describe(item: Any) -> str:
+    if not isinstance(item, dict):
+        return shorten(str(item))
+    for name_key in ("text", "measure", "label", "name", "id", "citation", "pmid"):
+        if item.get(name_key):
+            if name_key == "name" and item.get("type"):
+                return shorten(f"{item['name']} ({humanize(item['type']).lower()})")
+            return shorten(str(item[name_key]))
+    if "facility" in item:
+        where = ", ".join(str(item[k]) for k in ("facility", "city", "country") if item.get(k))
+        return shorten(where)
+    return shorten(humanize(item))

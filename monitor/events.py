@@ -1,0 +1,96 @@
+"""Change events: the typed, JSON-ready description of one meaningful change between versions.
+
+This module owns the vocabulary (event kinds, severities) and the way values are spoken
+about in summaries ("Not yet recruiting", "2028-06-30 (estimated)"). It does no diffing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+KINDS: tuple[str, ...] = (
+    "status", "results", "enrollment", "dates", "phase", "eligibility", "outcomes",
+    "locations", "sponsor", "contacts", "design", "arms", "description", "identifiers",
+    "other", "new_trial", "removed",
+)
+DEFAULT_NOTIFY_KINDS: tuple[str, ...] = ("status", "results")
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
+_DIGIT_AFTER_LETTER = re.compile(r"([a-z])(\d)")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One change, as DESIGN.md's event JSON. Versions are filled in when it is stored."""
+
+    nct_id: str
+    kind: str
+    field: str
+    old: Any
+    new: Any
+    severity: str
+    summary: str
+    from_version: int | None = None
+    to_version: int | None = None
+    detected_at: str | None = None
+
+    def at(self, *, from_version: int | None, to_version: int | None,
+           detected_at: str | None) -> ChangeEvent:
+        return replace(self, from_version=from_version, to_version=to_version,
+                       detected_at=detected_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nct_id": self.nct_id,
+            "kind": self.kind,
+            "field": self.field,
+            "old": self.old,
+            "new": self.new,
+            "severity": self.severity,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "detected_at": self.detected_at,
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChangeEvent:
+        return cls(**{k: data.get(k) for k in (
+            "nct_id", "kind", "field", "old", "new", "severity", "summary",
+            "from_version", "to_version", "detected_at")})
+
+
+def sort_key(event: ChangeEvent) -> tuple[int, int, str, str]:
+    """Most severe first, then by kind order and field: stable, deterministic output."""
+    return (-SEVERITY_RANK[event.severity], KINDS.index(event.kind), event.field, event.summary)
+
+
+def humanize(value: Any) -> str:
+    """Registry enums and values as a person reads them: NOT_YET_RECRUITING → Not yet recruiting."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        if "date" in value:
+            kind = value.get("type")
+            return f"{value['date']} ({kind.lower()})" if kind else str(value["date"])
+        if "count" in value:
+            return str(value["count"])
+        return ", ".join(f"{k}: {humanize(v)}" for k, v in sorted(value.items()) if v is not None)
+    if isinstance(value, list):
+        return ", ".join(humanize(v) for v in value) if value else "(none)"
+    text = str(value)
+    if text == "NA":
+        return "Not applicable"
+    if text.isupper() and " " not in text:
+        words = _DIGIT_AFTER_LETTER.sub(r"\1 \2", text.replace("_", " ").lower())
+        return words[:1].upper() + words[1:]
+    return text
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
