@@ -1,0 +1,146 @@
+"""Recording a version: snapshot if the content moved, diff, store events, enqueue alerts.
+
+This is the one path every source goes through (``ingest`` files, ``check`` cycles,
+``backfill``). It runs inside the caller's transaction, so the version, its events and
+their outbox rows are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from monitor.diff import diff_records
+from monitor.events import ChangeEvent, sort_key
+from monitor.record import TrialRecord
+from storage import repository as repo
+from storage.models import Trial
+
+RAW_COMPRESSION_LEVEL = 1  # fast; raw documents are rarely read back
+
+
+class Subscription(Protocol):
+    """Which events of which trials go to a channel (see ``monitor.config``)."""
+
+    channel: str
+
+    def matches(self, event: Mapping[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
+        ...
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One document as a source delivered it, before storage decides whether it is new."""
+
+    record: TrialRecord
+    raw: bytes
+    raw_format: str  # "ctgov-json" | "text-page"
+    source: str  # "file:/path", "ctgov", "backfill"
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    registry_version: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    nct_id: str
+    version: int | None
+    changed: bool
+    events: list[ChangeEvent]
+    alerts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nct_id": self.nct_id, "version": self.version, "changed": self.changed}
+
+
+def record_observation(session: Session, observation: Observation, *,
+                       subscriptions: Sequence[Subscription] = (),
+                       extra_events: Sequence[ChangeEvent] = (),
+                       historical: bool = False) -> RecordOutcome:
+    """Store ``observation`` as a new version when it says something new; diff and alert."""
+    record = observation.record
+    trial_row = repo.get_or_create_trial(session, record.nct_id, observation.fetched_at)
+    latest = repo.latest_version(session, trial_row)
+    events: list[ChangeEvent] = []
+    if latest is not None:
+        previous = TrialRecord.from_canonical(latest.canonical)
+        if latest.content_hash == record.content_hash or record.knows_less_or_equal(previous):
+            return RecordOutcome(record.nct_id, latest.version, False, [])
+        events = diff_records(previous, record)
+    stored = repo.add_version(
+        session, trial_row,
+        fetched_at=observation.fetched_at, source=observation.source,
+        raw_format=observation.raw_format, registry_version=observation.registry_version,
+        last_update_posted=record.last_update_posted, content_hash=record.content_hash,
+        canonical=record.to_canonical(), section_hashes=record.section_hashes,
+        raw=zlib.compress(observation.raw, RAW_COMPRESSION_LEVEL), historical=historical,
+    )
+    _refresh_trial_summary(trial_row, record)
+    detected = observation.fetched_at.astimezone(UTC)
+    from_version = latest.version if latest is not None else None
+    stamped = [e.at(from_version=from_version if e.kind != "new_trial" else None,
+                    to_version=stored.version, detected_at=_iso(detected))
+               for e in sorted([*extra_events, *events], key=sort_key)]
+    alerts = 0
+    if stamped:
+        rows = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
+                               detected_at=detected, historical=historical)
+        if not historical:
+            alerts = enqueue_alerts(session, trial_row, stored.version,
+                                    list(zip(stamped, rows, strict=True)), subscriptions,
+                                    now=observation.fetched_at)
+    return RecordOutcome(record.nct_id, stored.version, True, stamped, alerts)
+
+
+def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,
+                   events: Sequence[tuple[ChangeEvent, Any]],
+                   subscriptions: Sequence[Subscription], *, now: datetime) -> int:
+    """One outbox row per channel whose subscriptions select at least one of the events."""
+    if not subscriptions:
+        return 0
+    query_names = repo.query_names_of(session, trial_row)
+    chosen: dict[str, list[int]] = {}
+    for subscription in subscriptions:
+        for event, row in events:
+            if subscription.matches(event.to_json(), nct_id=trial_row.nct_id,
+                                    query_names=query_names):
+                ids = chosen.setdefault(subscription.channel, [])
+                if row.id not in ids:
+                    ids.append(row.id)
+    for channel, event_ids in sorted(chosen.items()):
+        repo.enqueue_alert(session, channel=channel, trial_row=trial_row,
+                           version_number=version_number, event_ids=sorted(event_ids), now=now)
+    return len(chosen)
+
+
+def record_removal(session: Session, trial_row: Trial, *, now: datetime,
+                   subscriptions: Sequence[Subscription] = ()) -> ChangeEvent | None:
+    """The registry no longer serves a record we had seen: exactly one ``removed`` event."""
+    if trial_row.removed_at is not None or not trial_row.latest_version:
+        return None
+    trial_row.removed_at = now
+    event = ChangeEvent(
+        nct_id=trial_row.nct_id, kind="removed", field="record", old=trial_row.overall_status,
+        new=None, severity="high", summary="Record no longer served by the registry",
+        from_version=trial_row.latest_version, to_version=trial_row.latest_version,
+        detected_at=_iso(now))
+    rows = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
+    enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, rows[0])],
+                   subscriptions, now=now)
+    return event
+
+
+def _refresh_trial_summary(trial_row: Trial, record: TrialRecord) -> None:
+    if record.title is not None:
+        trial_row.title = record.title
+    if record.overall_status is not None:
+        trial_row.overall_status = record.overall_status
+    trial_row.removed_at = None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

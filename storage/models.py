@@ -1,0 +1,207 @@
+"""SQLAlchemy 2.x models: trials, their versions, change events, alert outbox, queries, cycles.
+
+Documents (canonical records, event values) are JSON on SQLite and JSONB on PostgreSQL.
+The raw registry document is kept zlib-compressed beside its canonical record, so a newer
+parser can re-derive records later.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use datetime.now(UTC)")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONDocument,
+    }
+
+
+class Trial(Base):
+    """A trial trialwatch knows: watched, matched by a query, or ingested from a file."""
+
+    __tablename__ = "trials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    nct_id: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    overall_status: Mapped[str | None] = mapped_column(String(64))
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    watched: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_seen_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+    # Last-update date the registry listing last reported (drives "fetch only what moved").
+    registry_last_update: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Multi-worker lease (PostgreSQL): who holds this trial for the current cycle, until when.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_trials_watched", "watched"),)
+
+
+class Version(Base):
+    """One stored version (snapshot) of a trial; written only when the content hash moved."""
+
+    __tablename__ = "versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    fetched_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(255))
+    raw_format: Mapped[str] = mapped_column(String(32))
+    registry_version: Mapped[int | None]
+    last_update_posted: Mapped[str | None] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    canonical: Mapped[dict[str, Any]]
+    section_hashes: Mapped[dict[str, Any]]
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    historical: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        UniqueConstraint("trial_id", "version"),
+        Index("ix_versions_trial_hash", "trial_id", "content_hash"),
+    )
+
+
+class Event(Base):
+    """One classified change between two versions of a trial (DESIGN.md event JSON)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    from_version: Mapped[int | None]
+    to_version: Mapped[int | None]
+    kind: Mapped[str] = mapped_column(String(32))
+    field: Mapped[str] = mapped_column(String(128))
+    old: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    new: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text)
+    detected_at: Mapped[datetime]
+    historical: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_events_trial_version", "trial_id", "to_version"),
+        Index("ix_events_detected_at", "detected_at"),
+    )
+
+
+class OutboxEntry(Base):
+    """One alert waiting for (or done with) delivery: a trial version's events for a channel.
+
+    ``id`` is the alert's stable id (the ``webhook-id``); ``event_ids`` are the events the
+    channel's subscription selected when the row was written, in the same transaction.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    event_ids: Mapped[Any] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_outbox_trial_version", "trial_id", "version"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+
+class SavedQuery(Base):
+    """A saved search (``watch --query/--condition``): its matches become watched trials."""
+
+    __tablename__ = "queries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    term: Mapped[str | None] = mapped_column(Text)
+    condition: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    last_success_at: Mapped[datetime | None]
+
+
+class QueryMatch(Base):
+    """Which trials a saved query has matched (for per-query subscriptions and feeds)."""
+
+    __tablename__ = "query_matches"
+
+    query_id: Mapped[int] = mapped_column(
+        ForeignKey("queries.id", ondelete="CASCADE"), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    matched_at: Mapped[datetime]
+
+
+class Cycle(Base):
+    """One fetch cycle's bookkeeping, shown by ``status``."""
+
+    __tablename__ = "cycles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(32), default="running")
+    watched: Mapped[int] = mapped_column(Integer, default=0)
+    fetched: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    data_timestamp: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,151 @@
+"""Queries and writes over the models, one function per question; every one takes a Session.
+
+Callers own the transaction (``with db.transaction() as session``), so a snapshot, its events
+and their outbox rows are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
+
+
+def trial(session: Session, nct_id: str) -> Trial | None:
+    return session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one_or_none()
+
+
+def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
+    found = trial(session, nct_id)
+    if found is None:
+        found = Trial(nct_id=nct_id, first_seen_at=now, latest_version=0, watched=False)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def trials(session: Session, *, watched_only: bool = False) -> Sequence[Trial]:
+    stmt = select(Trial).order_by(Trial.nct_id)
+    if watched_only:
+        stmt = stmt.where(Trial.watched.is_(True))
+    return session.scalars(stmt).all()
+
+
+def watched_ids(session: Session) -> list[str]:
+    stmt = select(Trial.nct_id).where(Trial.watched.is_(True)).order_by(Trial.nct_id)
+    return list(session.scalars(stmt))
+
+
+def version(session: Session, trial_row: Trial, number: int) -> Version | None:
+    stmt = select(Version).where(Version.trial_id == trial_row.id, Version.version == number)
+    return session.scalars(stmt).one_or_none()
+
+
+def latest_version(session: Session, trial_row: Trial) -> Version | None:
+    if not trial_row.latest_version:
+        return None
+    return version(session, trial_row, trial_row.latest_version)
+
+
+def versions(session: Session, trial_row: Trial) -> Sequence[Version]:
+    stmt = select(Version).where(Version.trial_id == trial_row.id).order_by(Version.version)
+    return session.scalars(stmt).all()
+
+
+def has_version_with_hash(session: Session, trial_row: Trial, content_hash: str) -> bool:
+    stmt = select(Version.id).where(Version.trial_id == trial_row.id,
+                                    Version.content_hash == content_hash).limit(1)
+    return session.scalars(stmt).first() is not None
+
+
+def add_version(session: Session, trial_row: Trial, **fields: Any) -> Version:
+    """Append the next version number for the trial and make it the latest."""
+    number = trial_row.latest_version + 1
+    row = Version(trial_id=trial_row.id, version=number, **fields)
+    session.add(row)
+    trial_row.latest_version = number
+    session.flush()
+    return row
+
+
+def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
+               *, detected_at: datetime, historical: bool = False) -> list[Event]:
+    rows = [
+        Event(trial_id=trial_row.id, from_version=e["from_version"], to_version=e["to_version"],
+              kind=e["kind"], field=e["field"], old=e["old"], new=e["new"],
+              severity=e["severity"], summary=e["summary"], detected_at=detected_at,
+              historical=historical)
+        for e in events
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def events(session: Session, trial_row: Trial, *, kinds: Sequence[str] | None = None,
+           between: tuple[int, int] | None = None) -> Sequence[Event]:
+    stmt = select(Event).where(Event.trial_id == trial_row.id)
+    if kinds:
+        stmt = stmt.where(Event.kind.in_(kinds))
+    if between is not None:
+        low, high = between
+        stmt = stmt.where(Event.to_version > low, Event.to_version <= high)
+    return session.scalars(stmt.order_by(Event.to_version, Event.id)).all()
+
+
+def events_by_id(session: Session, ids: Sequence[int]) -> Sequence[Event]:
+    return session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id)).all()
+
+
+def enqueue_alert(session: Session, *, channel: str, trial_row: Trial, version_number: int,
+                  event_ids: list[int], now: datetime) -> OutboxEntry:
+    row = OutboxEntry(id=f"msg_{uuid.uuid4().hex}", channel=channel, trial_id=trial_row.id,
+                      version=version_number, event_ids=event_ids, status="pending",
+                      attempts=0, next_attempt_at=now, created_at=now)
+    session.add(row)
+    return row
+
+
+def outbox_counts(session: Session) -> dict[str, dict[str, int]]:
+    stmt = select(OutboxEntry.channel, OutboxEntry.status, func.count()).group_by(
+        OutboxEntry.channel, OutboxEntry.status)
+    counts: dict[str, dict[str, int]] = {}
+    for channel, status, n in session.execute(stmt):
+        counts.setdefault(channel, {"pending": 0, "delivered": 0, "dead": 0})[status] = n
+    return counts
+
+
+def saved_queries(session: Session) -> Sequence[SavedQuery]:
+    return session.scalars(select(SavedQuery).order_by(SavedQuery.name)).all()
+
+
+def saved_query(session: Session, name: str) -> SavedQuery | None:
+    return session.scalars(select(SavedQuery).where(SavedQuery.name == name)).one_or_none()
+
+
+def query_names_of(session: Session, trial_row: Trial) -> set[str]:
+    stmt = (select(SavedQuery.name).join(QueryMatch, QueryMatch.query_id == SavedQuery.id)
+            .where(QueryMatch.trial_id == trial_row.id))
+    return set(session.scalars(stmt))
+
+
+def last_cycle(session: Session) -> Cycle | None:
+    stmt = select(Cycle).where(Cycle.finished_at.is_not(None)).order_by(Cycle.id.desc())
+    return session.scalars(stmt.limit(1)).first()
+
+
+def last_successful_cycle(session: Session) -> Cycle | None:
+    stmt = select(Cycle).where(Cycle.outcome == "ok").order_by(Cycle.id.desc())
+    return session.scalars(stmt.limit(1)).first()
+
+
+def set_watched(session: Session, nct_ids: Iterable[str], watched: bool) -> int:
+    result = session.execute(update(Trial).where(Trial.nct_id.in_(list(nct_ids)))
+                             .values(watched=watched))
+    return int(getattr(result, "rowcount", 0) or 0)
