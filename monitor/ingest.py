@@ -83,7 +83,7 @@ def record_observation(session: Session, observation: Observation, *,
     detected = observation.fetched_at.astimezone(UTC)
     from_version = latest.version if latest is not None else None
     stamped = [e.at(from_version=from_version if e.kind != "new_trial" else None,
-                    to_version=stored.version, detected_at=_iso(detected))
+                    to_version=stored.version, detected_at=iso_utc(detected))
                for e in sorted([*extra_events, *events], key=sort_key)]
     alerts = 0
     if stamped:
@@ -127,7 +127,7 @@ def record_removal(session: Session, trial_row: Trial, *, now: datetime,
         nct_id=trial_row.nct_id, kind="removed", field="record", old=trial_row.overall_status,
         new=None, severity="high", summary="Record no longer served by the registry",
         from_version=trial_row.latest_version, to_version=trial_row.latest_version,
-        detected_at=_iso(now))
+        detected_at=iso_utc(now))
     rows = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
     enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, rows[0])],
                    subscriptions, now=now)
@@ -142,5 +142,5 @@ def _refresh_trial_summary(trial_row: Trial, record: TrialRecord) -> None:
     trial_row.removed_at = None
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

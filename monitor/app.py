@@ -1,0 +1,85 @@
+"""The per-invocation context commands share: configuration, database, subscriptions.
+
+Built once by the CLI from the global options; everything is loaded lazily so ``--help``
+and file-only commands (``diff FILE FILE``) never touch the configuration or database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from monitor.errors import CommandError
+
+if TYPE_CHECKING:
+    from monitor.config import Config
+    from storage.engine import Database
+
+
+@dataclass
+class App:
+    config_path: Path | None = None
+    db_url: str | None = None
+    log_format: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    _database: Database | None = field(default=None, init=False, repr=False)
+
+    @cached_property
+    def config(self) -> Config:
+        from monitor.config import ConfigError, load_config
+
+        try:
+            config = load_config(self.config_path, env=self.env, cli_db=self.db_url)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        import structlog
+
+        for warning in config.warnings:
+            structlog.get_logger("trialwatch").warning("config.warning", message=warning)
+        return config
+
+    def database(self, *, create_if_empty: bool = True, check_schema: bool = True) -> Database:
+        """Open the configured database; migrate it if new, refuse it if outdated."""
+        if self._database is None:
+            from storage.engine import DatabaseError, open_database
+            from storage.schema import SchemaOutdated, ensure_schema
+
+            url = self.config.database.url
+            try:
+                db = open_database(url)
+                if check_schema:
+                    ensure_schema(db, create_if_empty=create_if_empty)
+            except (DatabaseError, SchemaOutdated) as exc:
+                raise CommandError(f"database {_safe_url(url)}: {exc}") from None
+            except Exception as exc:  # driver errors: server down, bad credentials, ...
+                raise CommandError(
+                    f"database {_safe_url(url)}: {_first_line(exc)}") from None
+            self._database = db
+        return self._database
+
+    @property
+    def subscriptions(self) -> list[Any]:
+        return list(self.config.effective_subscriptions())
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(invalid URL)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,108 @@
+"""The ``trialwatch`` command: global options, lazily loaded subcommands, one-line errors.
+
+Subcommands live in sibling modules and are imported only when invoked, so ``--help``
+stays fast. Register a new command in ``COMMANDS`` as ``"name": "module:attribute"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor import __version__
+from monitor.app import App
+from monitor.errors import CommandError
+
+COMMANDS: dict[str, str] = {
+    "watch": "monitor.cli.watching:watch",
+    "unwatch": "monitor.cli.watching:unwatch",
+    "list": "monitor.cli.records:list_trials",
+    "ingest": "monitor.cli.records:ingest",
+    "check": "monitor.cli.watching:check",
+    "run": "monitor.cli.service:run",
+    "diff": "monitor.cli.records:diff",
+    "history": "monitor.cli.records:history",
+    "notify": "monitor.cli.alerts:notify",
+    "outbox": "monitor.cli.alerts:outbox",
+    "status": "monitor.cli.service:status",
+    "db": "monitor.cli.db:db",
+    "backfill": "monitor.cli.backfill:backfill",
+    "serve": "monitor.cli.web:serve",
+    "feed": "monitor.cli.web:feed",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, target in COMMANDS.items() if _module_exists(target)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target):
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _module_exists(target: str) -> bool:
+    module_name = target.split(":")[0]
+    relative = Path(*module_name.split(".")[1:]).with_suffix(".py")
+    return (Path(__file__).resolve().parents[1] / relative).exists()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trialwatch")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML configuration (default: ./trialwatch.toml if present).")
+@click.option("--db", "db_url", metavar="URL",
+              help="Database URL (env TRIALWATCH_DB; default: SQLite in the user data dir).")
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default=None,
+              help="Log renderer on stderr (default: console on a TTY, JSON otherwise).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, db_url: str | None,
+        log_format: str | None) -> None:
+    """Watch ClinicalTrials.gov records, keep every version, and alert on what changed."""
+    from monitor.logs import configure_logging
+
+    level = os.environ.get("TRIALWATCH_LOG_LEVEL", "warning" if log_format is None else "info")
+    configure_logging(log_format or os.environ.get("TRIALWATCH_LOG_FORMAT", "auto"), level)
+    app = App(config_path=config_path, db_url=db_url, log_format=log_format)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: errors become one line on stderr, never a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="trialwatch", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("trialwatch: aborted", err=True)
+        sys.exit(130)
+    except CommandError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"trialwatch: error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("trialwatch: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line, traceback on request
+        if os.environ.get("TRIALWATCH_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        click.echo(f"trialwatch: internal error: {type(exc).__name__}: {message} "
+                   "(set TRIALWATCH_DEBUG=1 for a traceback)", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

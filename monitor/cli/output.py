@@ -1,0 +1,50 @@
+"""How commands speak: JSON on stdout for scripts, aligned text for people."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+T = TypeVar("T")
+
+
+def emit_json(value: Any) -> None:
+    """Machine-readable output: JSON on stdout only (logs go to stderr)."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def render_events(events: Sequence[dict[str, Any]], *, indent: str = "  ") -> list[str]:
+    """Events grouped by kind, one aligned line each: ``status  high  Recruitment ...``."""
+    if not events:
+        return [f"{indent}(no changes)"]
+    width = max(len(e["kind"]) for e in events)
+    lines = []
+    for event in sorted(events, key=lambda e: (e["kind"], -_rank(e["severity"]))):
+        lines.append(f"{indent}{event['kind']:<{width}}  {event['severity']:<6}  "
+                     f"{event['summary']}")
+    return lines
+
+
+def _rank(severity: str) -> int:
+    return {"low": 0, "medium": 1, "high": 2}.get(severity, 0)
+
+
+def echo_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+@contextmanager
+def progress(items: Sequence[T], label: str) -> Iterator[Iterable[T]]:
+    """A progress bar on a terminal (stderr), nothing extra on a pipe."""
+    if sys.stderr.isatty() and len(items) > 1:
+        with click.progressbar(items, label=label, file=sys.stderr) as bar:
+            yield bar
+    else:
+        yield items

@@ -1,0 +1,235 @@
+"""Record commands: ``ingest`` files, ``diff`` versions or files, ``history``, ``list``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor.app import App
+from monitor.cli.output import echo_lines, emit_json, progress, render_events
+from monitor.errors import CommandError
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON summary on stdout.")
+@click.option("--no-notify", is_flag=True, help="Store only; do not deliver pending alerts.")
+@pass_app
+def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) -> None:
+    """Store record files or folders (API v2 JSON or text page) as versions + events.
+
+    Each file is one transaction: a bad file is reported (one line naming it) and skipped,
+    the good ones are stored, and the exit code is 1 if any file failed.
+    """
+    from monitor.ingest import Observation, RecordOutcome, record_observation
+    from monitor.record import ParseError
+    from monitor.sources.files import iter_record_paths, read_record_file
+
+    db = app.database()
+    subscriptions = app.subscriptions
+    errors: list[str] = []
+    files: list[Path] = []
+    for path in paths:
+        try:
+            files.extend(iter_record_paths([path]))
+        except ParseError as exc:
+            errors.append(f"{path}: {exc}")
+    outcomes: list[RecordOutcome] = []
+    with progress(files, "Ingesting") as items:
+        for path in items:
+            try:
+                documents = read_record_file(path)
+            except ParseError as exc:
+                errors.append(f"{path}: {exc}")
+                continue
+            with db.transaction() as session:
+                for document in documents:
+                    observation = Observation(record=document.record, raw=document.raw,
+                                              raw_format=document.format,
+                                              source=f"file:{path.resolve()}")
+                    outcomes.append(record_observation(session, observation,
+                                                       subscriptions=subscriptions))
+    for message in errors:
+        click.echo(f"trialwatch: error: {message}", err=True)
+    if not no_notify:
+        app.deliver_pending()
+    events = [e.to_json() for outcome in outcomes for e in outcome.events]
+    if as_json:
+        emit_json({"records": [o.to_json() for o in outcomes], "events": events})
+    else:
+        for outcome in outcomes:
+            state = "new version" if outcome.changed else "unchanged"
+            click.echo(f"{outcome.nct_id}  version {outcome.version}  {state}")
+            if outcome.events:
+                echo_lines(render_events([e.to_json() for e in outcome.events]))
+    if errors:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("first")
+@click.argument("second", required=False)
+@click.option("--from", "from_version", type=click.IntRange(min=1), help="Older version.")
+@click.option("--to", "to_version", type=click.IntRange(min=1), help="Newer version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON diff on stdout.")
+@pass_app
+def diff(app: App, first: str, second: str | None, from_version: int | None,
+         to_version: int | None, as_json: bool) -> None:
+    """Compare two stored versions of a trial (default: the last two) or two record files.
+
+    \b
+      trialwatch diff NCT07328581                 last two stored versions
+      trialwatch diff NCT07328581 --from 1 --to 3
+      trialwatch diff old.json new.txt            two files, no database
+    Exit status: 0 equal, 1 different, 2 error (like diff(1)).
+    """
+    from monitor.record import is_valid_nct_id
+
+    if second is not None:
+        if from_version or to_version:
+            raise CommandError("--from/--to apply to stored versions, not to two files")
+        result = _diff_files(Path(first), Path(second))
+    elif is_valid_nct_id(first):
+        result = _diff_stored(app, first, from_version, to_version)
+    elif Path(first).exists():
+        raise CommandError(f"{first}: give two files to compare, or an NCT ID")
+    else:
+        raise CommandError(f"{first}: not an NCT ID (NCT + 8 digits) and not a file")
+    if as_json:
+        emit_json(result)
+    else:
+        span = (f"v{result['from_version']} → v{result['to_version']}"
+                if result["from_version"] is not None else f"{first} → {second}")
+        click.echo(f"{result['nct_id']}  {span}  ({len(result['events'])} changes)")
+        echo_lines(render_events(result["events"]))
+    raise click.exceptions.Exit(1 if result["events"] else 0)
+
+
+def _diff_files(path_a: Path, path_b: Path) -> dict[str, Any]:
+    from monitor.diff import diff_records
+    from monitor.record import ParseError, TrialRecord
+    from monitor.sources.files import read_record_file
+
+    records: list[TrialRecord] = []
+    for path in (path_a, path_b):
+        try:
+            documents = read_record_file(path)
+        except ParseError as exc:
+            raise CommandError(f"{path}: {exc}") from None
+        if len(documents) != 1:
+            raise CommandError(f"{path}: holds {len(documents)} records; diff needs exactly one")
+        records.append(documents[0].record)
+    old, new = records
+    if old.nct_id != new.nct_id:
+        raise CommandError(f"{path_a} is {old.nct_id} but {path_b} is {new.nct_id}: "
+                           "diff compares two versions of one trial")
+    events = [e.to_json() for e in diff_records(old, new)]
+    return {"nct_id": new.nct_id, "from_version": None, "to_version": None, "events": events}
+
+
+def _diff_stored(app: App, nct_id: str, from_version: int | None,
+                 to_version: int | None) -> dict[str, Any]:
+    from monitor.diff import diff_records
+    from monitor.ingest import iso_utc
+    from monitor.record import TrialRecord
+    from storage import repository as repo
+
+    db = app.database()
+    with db.transaction() as session:
+        trial = repo.trial(session, nct_id)
+        if trial is None or not trial.latest_version:
+            raise CommandError(f"{nct_id}: no stored versions (watch or ingest it first)")
+        newest = trial.latest_version
+        to_number = to_version or newest
+        from_number = from_version or max(1, to_number - 1)
+        for number in (from_number, to_number):
+            if number > newest:
+                raise CommandError(f"{nct_id}: no version {number} (latest is {newest})")
+        if from_number > to_number:
+            raise CommandError(f"{nct_id}: --from {from_number} is newer than --to {to_number}")
+        old_row = repo.version(session, trial, from_number)
+        new_row = repo.version(session, trial, to_number)
+        assert old_row is not None and new_row is not None
+        old = TrialRecord.from_canonical(old_row.canonical)
+        new = TrialRecord.from_canonical(new_row.canonical)
+        detected = iso_utc(new_row.fetched_at)
+    events = [e.at(from_version=from_number, to_version=to_number, detected_at=detected).to_json()
+              for e in diff_records(old, new)]
+    return {"nct_id": nct_id, "from_version": from_number, "to_version": to_number,
+            "events": events}
+
+
+@click.command()
+@click.argument("nct_id")
+@click.option("--kind", "kinds", multiple=True, help="Only events of this kind (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON history on stdout.")
+@pass_app
+def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> None:
+    """Every stored version of a trial and the events between them."""
+    from monitor.events import KINDS
+    from monitor.ingest import iso_utc
+    from monitor.record import is_valid_nct_id
+    from storage import repository as repo
+
+    if not is_valid_nct_id(nct_id):
+        raise CommandError(f"{nct_id}: not an NCT ID (NCT + 8 digits)")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise CommandError(f"--kind {kind}: unknown event kind (one of {', '.join(KINDS)})")
+    db = app.database()
+    with db.transaction() as session:
+        trial = repo.trial(session, nct_id)
+        if trial is None:
+            raise CommandError(f"{nct_id}: not in the database (watch or ingest it first)")
+        versions = [{"version": v.version, "fetched_at": iso_utc(v.fetched_at),
+                     "source": v.source, "last_update_posted": v.last_update_posted,
+                     "content_hash": v.content_hash}
+                    for v in repo.versions(session, trial)]
+        events = [event_json(nct_id, e) for e in repo.events(session, trial, kinds=kinds)]
+    if as_json:
+        emit_json({"nct_id": nct_id, "versions": versions, "events": events})
+        return
+    click.echo(f"{nct_id}  {len(versions)} versions, {len(events)} events")
+    for v in versions:
+        click.echo(f"v{v['version']:<4} {v['fetched_at']}  "
+                   f"posted {v['last_update_posted'] or '?':<10}  {v['source']}")
+        between = [e for e in events if e["to_version"] == v["version"]]
+        if between:
+            echo_lines(render_events(between, indent="      "))
+
+
+def event_json(nct_id: str, row: Any) -> dict[str, Any]:
+    """A stored event row as DESIGN.md event JSON."""
+    from monitor.ingest import iso_utc
+
+    return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
+            "new": row.new, "severity": row.severity, "from_version": row.from_version,
+            "to_version": row.to_version, "detected_at": iso_utc(row.detected_at),
+            "summary": row.summary}
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON list on stdout.")
+@pass_app
+def list_trials(app: App, as_json: bool) -> None:
+    """Trials in the database: watched, matched by a query, or ingested."""
+    from storage import repository as repo
+
+    db = app.database()
+    with db.transaction() as session:
+        rows = [{"nct_id": t.nct_id, "title": t.title, "status": t.overall_status,
+                 "latest_version": t.latest_version or None, "watched": t.watched}
+                for t in repo.trials(session)]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("No trials yet: try `trialwatch ingest seeds/` or `trialwatch watch NCT...`")
+    for row in rows:
+        mark = "*" if row["watched"] else " "
+        click.echo(f"{mark} {row['nct_id']}  v{row['latest_version'] or '-':<3} "
+                   f"{(row['status'] or '?'):<24} {row['title'] or ''}")

@@ -1,0 +1,164 @@
+"""Outbox delivery: at-least-once, with exponential backoff, leases and a dead letter.
+
+Rows are written by ``monitor.ingest`` in the same transaction as the events they carry.
+Delivery is three short steps, so a crash anywhere loses nothing:
+
+1. *claim* due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never
+   take the same row) by setting a lease; commit;
+2. *send* each alert, outside any transaction;
+3. *mark* it delivered, or schedule the retry (backoff doubles each attempt), or dead after
+   ``max_attempts``; commit.
+
+A process killed between 2 and 3 leaves the row pending with a lease; when the lease
+expires the alert is sent again with the same id (``webhook-id``), so receivers de-duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select, update
+
+from notifiers.base import Alert, Notifier
+from storage import repository as repo
+from storage.engine import Database
+from storage.models import OutboxEntry, Trial
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_attempts: int = 8
+    backoff: timedelta = timedelta(seconds=30)
+    max_backoff: timedelta = timedelta(hours=6)
+    lease: timedelta = timedelta(minutes=5)
+    batch: int = 100
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Delay before attempt ``attempts + 1``: backoff, 2×backoff, 4×backoff, ... capped."""
+        return min(self.backoff * (2 ** max(0, attempts - 1)), self.max_backoff)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    skipped_channels: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"delivered": self.delivered, "retried": self.retried, "dead": self.dead}
+
+
+def deliver_due(db: Database, channels: Mapping[str, Notifier],
+                policy: DeliveryPolicy = DeliveryPolicy(), *, now: datetime | None = None
+                ) -> DeliveryReport:
+    """Send every due alert once; returns what happened."""
+    report = DeliveryReport()
+    while True:
+        moment = now or datetime.now(UTC)
+        claimed = _claim(db, list(channels), policy, moment)
+        if not claimed:
+            break
+        for alert in claimed:
+            _send_one(db, channels[alert.channel], alert, policy, report)
+        if len(claimed) < policy.batch or now is not None:
+            break
+    return report
+
+
+def _claim(db: Database, channel_names: list[str], policy: DeliveryPolicy,
+           now: datetime) -> list[Alert]:
+    if not channel_names:
+        return []
+    with db.transaction() as session:
+        stmt = (
+            select(OutboxEntry)
+            .where(OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= now,
+                   OutboxEntry.channel.in_(channel_names),
+                   or_(OutboxEntry.lease_until.is_(None), OutboxEntry.lease_until <= now))
+            .order_by(OutboxEntry.next_attempt_at, OutboxEntry.created_at)
+            .limit(policy.batch)
+            .with_for_update(skip_locked=True)
+        )
+        rows = session.scalars(stmt).all()
+        alerts = []
+        for row in rows:
+            row.lease_until = now + policy.lease
+            alerts.append(build_alert(session, row))
+    return alerts
+
+
+def build_alert(session: Any, row: OutboxEntry) -> Alert:
+    trial = session.get(Trial, row.trial_id)
+    events = [_event_json(trial.nct_id, e) for e in repo.events_by_id(session, row.event_ids)]
+    return Alert(id=row.id, channel=row.channel, nct_id=trial.nct_id, title=trial.title,
+                 version=row.version, events=events)
+
+
+def _event_json(nct_id: str, row: Any) -> dict[str, Any]:
+    detected = row.detected_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
+            "new": row.new, "severity": row.severity, "from_version": row.from_version,
+            "to_version": row.to_version, "detected_at": detected, "summary": row.summary}
+
+
+def _send_one(db: Database, notifier: Notifier, alert: Alert, policy: DeliveryPolicy,
+              report: DeliveryReport) -> None:
+    bound = log.bind(alert_id=alert.id, channel=alert.channel, nct_id=alert.nct_id)
+    try:
+        notifier.send(alert)
+    except Exception as exc:
+        error = " ".join(str(exc).split()) or type(exc).__name__
+        if _mark_failed(db, alert.id, error, policy) == "dead":
+            report.dead += 1
+            bound.error("alert.dead", error=error)
+        else:
+            report.retried += 1
+            bound.warning("alert.retry", error=error)
+        return
+    _mark_delivered(db, alert.id)
+    report.delivered += 1
+    bound.info("alert.delivered")
+
+
+def _mark_delivered(db: Database, alert_id: str) -> None:
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        session.execute(update(OutboxEntry).where(OutboxEntry.id == alert_id).values(
+            status="delivered", delivered_at=now, lease_until=None,
+            attempts=OutboxEntry.attempts + 1, last_error=None))
+
+
+def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy) -> str:
+    """Count the failed attempt; returns the row's new status ("pending" or "dead")."""
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        row = session.get(OutboxEntry, alert_id)
+        if row is None:
+            return "gone"
+        row.attempts += 1
+        row.last_error = error[:2000]
+        row.lease_until = None
+        if row.attempts >= policy.max_attempts:
+            row.status = "dead"
+        else:
+            row.next_attempt_at = now + policy.retry_delay(row.attempts)
+        return row.status
+
+
+def retry_dead(db: Database, alert_id: str | None = None) -> int:
+    """Put dead alerts (one, or all) back in the queue, due now, with a fresh attempt count."""
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        stmt = update(OutboxEntry).where(OutboxEntry.status == "dead")
+        if alert_id is not None:
+            stmt = stmt.where(OutboxEntry.id == alert_id)
+        result = session.execute(stmt.values(status="pending", attempts=0, next_attempt_at=now,
+                                             lease_until=None))
+        return int(getattr(result, "rowcount", 0) or 0)
