@@ -17,6 +17,9 @@ from monitor.errors import CommandError
 
 if TYPE_CHECKING:
     from monitor.config import Config
+    from monitor.sources.ctgov import RegistryClient
+    from notifiers.base import Notifier
+    from notifiers.outbox import DeliveryPolicy, DeliveryReport
     from storage.engine import Database
 
 
@@ -64,6 +67,49 @@ class App:
     @property
     def subscriptions(self) -> list[Any]:
         return list(self.config.effective_subscriptions())
+
+    @cached_property
+    def channels(self) -> dict[str, Notifier]:
+        """Every ``[channels.X]`` built into its notifier (config errors name the key)."""
+        from notifiers.base import ConfigurationError
+        from notifiers.registry import build_channels
+
+        tables = {name: {"type": c.type, **c.settings}
+                  for name, c in self.config.channels.items()}
+        try:
+            return build_channels(tables, self.env)
+        except ConfigurationError as exc:
+            raise CommandError(f"{self.config_label}: {exc}") from None
+
+    @property
+    def config_label(self) -> str:
+        source = self.config.source
+        return str(source) if source else "configuration"
+
+    @property
+    def delivery_policy(self) -> DeliveryPolicy:
+        from notifiers.outbox import DeliveryPolicy
+
+        delivery = self.config.delivery
+        return DeliveryPolicy(max_attempts=delivery.max_attempts, backoff=delivery.backoff,
+                              max_backoff=delivery.max_backoff)
+
+    def deliver_pending(self) -> DeliveryReport | None:
+        """Deliver due alerts once, as the daemon would; failures stay in the outbox."""
+        if not self.config.channels:
+            return None
+        from notifiers.outbox import deliver_due
+
+        return deliver_due(self.database(), self.channels, self.delivery_policy)
+
+    def registry_client(self) -> RegistryClient:
+        from monitor.sources.ctgov import RegistryClient
+
+        ctgov = self.config.ctgov
+        return RegistryClient(str(ctgov.base_url).rstrip("/"),
+                              requests_per_second=ctgov.requests_per_second,
+                              timeout=ctgov.timeout.total_seconds(),
+                              max_retries=ctgov.max_retries)
 
     def close(self) -> None:
         if self._database is not None:
