@@ -1,0 +1,175 @@
+"""Render an alert as plain text or HTML, safe by construction.
+
+Registry text (titles, summaries, old/new values) is untrusted: it may hold markup, CR/LF
+meant to inject mail headers, or terminal escape sequences. Every function here that turns
+such text into output cleans it on the way:
+
+* ``clean_line`` — one line, control and bidi-override characters removed (headers, subjects);
+* ``clean_text`` — the same but keeps newlines and tabs (plain-text bodies, terminals);
+* ``html`` — formats a literal template, escaping every value that is not already ``Html``
+  (the urlwatch ``SafeHtml`` idea), so forgetting to escape is not possible.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any, LiteralString
+
+from notifiers.base import Alert
+
+#: Characters that reorder or hide text (Trojan-Source style); never useful in alerts.
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_WHITESPACE_RUN = re.compile(r"[ \t]+")
+VALUE_LIMIT = 300
+TEST_NOTICE = "This is a test alert from trialwatch"
+
+
+def _is_unsafe(char: str, keep: str) -> bool:
+    if char in keep:
+        return False
+    if char in _BIDI_CONTROLS:
+        return True
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
+def clean_line(value: object, limit: int | None = None) -> str:
+    """``value`` as one line: controls (CR, LF, ESC, NUL, ...) become spaces, runs collapse."""
+    text = "".join(" " if _is_unsafe(c, keep="") else c for c in str(value))
+    text = _WHITESPACE_RUN.sub(" ", text).strip()
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def clean_text(value: object) -> str:
+    """``value`` with newlines and tabs kept (CRLF → LF) and every other control removed."""
+    text = str(value).replace("\r\n", "\n")
+    return "".join(" " if _is_unsafe(c, keep="\n\t") else c for c in text)
+
+
+def format_value(value: Any, limit: int = VALUE_LIMIT) -> str:
+    """An event's ``old`` / ``new`` value as one short readable line."""
+    if value is None:
+        text = "(none)"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, Mapping):
+        text = ", ".join(
+            f"{k}: {format_value(v, limit)}" for k, v in value.items() if v is not None
+        )
+    elif isinstance(value, list | tuple | set | frozenset):
+        text = "; ".join(format_value(v, limit) for v in value) or "(none)"
+    else:
+        text = str(value)
+    return clean_line(text, limit)
+
+
+def title_of(alert: Alert) -> str:
+    return clean_line(alert.title, 500) if alert.title else "(untitled trial)"
+
+
+def subject(alert: Alert, prefix: str = "[trialwatch]") -> str:
+    """``[trialwatch] NCT07328581 — Recruitment status: Not yet recruiting → Recruiting``."""
+    parts = [clean_line(prefix), clean_line(alert.nct_id), "—", clean_line(alert.headline)]
+    return clean_line(" ".join(p for p in parts if p), limit=250)
+
+
+def _change_line(event: Mapping[str, Any]) -> str | None:
+    """``old → new`` for an event that carries values, else None."""
+    old, new = event.get("old"), event.get("new")
+    if old is None and new is None:
+        return None
+    return f"{format_value(old)} → {format_value(new)}"
+
+
+def _test_notice(alert: Alert) -> str:
+    return (
+        f"{TEST_NOTICE} (channel {clean_line(alert.channel, 100)}). "
+        "If you can read this, the channel is configured correctly."
+    )
+
+
+def render_text(alert: Alert) -> str:
+    """The plain-text body: title, link, each event (summary, old → new)."""
+    lines: list[str] = []
+    if alert.test:
+        lines += [_test_notice(alert), ""]
+    lines.append(f"{clean_line(alert.nct_id)} — {title_of(alert)}")
+    if not alert.test:
+        lines.append(f"Version {alert.version}")
+    lines.append("")
+    if alert.events:
+        lines.append("Changes:")
+        for event in alert.events:
+            severity = clean_line(event.get("severity", ""), 20)
+            marker = f"[{severity}] " if severity else ""
+            lines.append(f"  * {marker}{clean_line(event.get('summary', ''), 500)}")
+            if (change := _change_line(event)) is not None:
+                lines.append(f"      {change}")
+        lines.append("")
+    lines.append(f"View the trial: {alert.url}")
+    return clean_text("\n".join(lines) + "\n")
+
+
+class Html(str):
+    """Markup that is already safe. Only ``html()`` and ``join_html()`` should make one."""
+
+    __slots__ = ()
+
+
+def escape(value: object) -> Html:
+    """``value`` as HTML text: ``Html`` passes through, anything else is cleaned and escaped."""
+    if isinstance(value, Html):
+        return value
+    return Html(_html.escape(clean_text(value), quote=True))
+
+
+def html(template: LiteralString, /, **values: object) -> Html:
+    """Fill a literal ``{name}`` template; every value not already ``Html`` is escaped."""
+    return Html(template.format(**{k: escape(v) for k, v in values.items()}))
+
+
+def join_html(parts: Iterable[Html], sep: LiteralString = "") -> Html:
+    return Html(sep.join(escape(p) for p in parts))
+
+
+def _event_html(event: Mapping[str, Any]) -> Html:
+    change = _change_line(event)
+    return html(
+        "<li><strong>{summary}</strong>{severity}{change}</li>",
+        summary=clean_line(event.get("summary", ""), 500),
+        severity=(
+            html(' <span style="color:#666">[{s}]</span>', s=clean_line(event["severity"], 20))
+            if event.get("severity")
+            else Html("")
+        ),
+        change=html("<br><code>{c}</code>", c=change) if change is not None else Html(""),
+    )
+
+
+def render_html(alert: Alert, prefix: str = "[trialwatch]") -> str:
+    """The HTML body, equivalent to ``render_text``; every registry value escaped."""
+    empty = Html("")
+    notice = html("<p><strong>{n}</strong></p>\n", n=_test_notice(alert)) if alert.test else empty
+    events = (
+        html("<h3>Changes</h3>\n<ul>\n{items}\n</ul>\n",
+             items=join_html((_event_html(e) for e in alert.events), "\n"))
+        if alert.events
+        else empty
+    )
+    version = empty if alert.test else html("<p>Version {v}</p>\n", v=alert.version)
+    return html(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{subject}</title></head>\n"
+        "<body>\n{notice}<h2><a href=\"{url}\">{nct_id}</a> — {title}</h2>\n{version}{events}"
+        "<p><a href=\"{url}\">View the trial on ClinicalTrials.gov</a></p>\n</body></html>\n",
+        subject=subject(alert, prefix),
+        notice=notice,
+        url=alert.url,
+        nct_id=clean_line(alert.nct_id),
+        title=title_of(alert),
+        version=version,
+        events=events,
+    )
