@@ -12,12 +12,12 @@ from monitor.record import ParseError
 from monitor.sources import files
 from monitor.sources.files import ParsedDocument, iter_record_paths, read_record_file
 
-CTGOV_DIR = Path(__file__).resolve().parents[2] / "shared" / "ctgov"
+CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
 JSON_FILES = sorted(CTGOV_DIR.glob("*.json"))
 
 
 @pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.name)
-def test_every_shared_json_file_reads(path: Path) -> None:
+def test_every_sample_json_file_reads(path: Path) -> None:
     documents = read_record_file(path)
     assert documents
     assert all(d.format == "ctgov-json" for d in documents)
@@ -217,7 +217,7 @@ def test_each_file_is_yielded_once(tmp_path: Path) -> None:
     assert list(iter_record_paths([tmp_path, path, tmp_path])) == [path]
 
 
-def test_shared_ctgov_folder_reads_completely(ctgov_dir: Path) -> None:
+def test_sample_ctgov_folder_reads_completely(ctgov_dir: Path) -> None:
     paths = list(iter_record_paths([ctgov_dir]))
     assert ctgov_dir / "constructed" / "NCT07328581.json" in paths
     assert not any(p.suffix == ".md" for p in paths)

@@ -1,4 +1,4 @@
-"""The API v2 JSON parser on the real shared ClinicalTrials.gov documents."""
+"""The API v2 JSON parser on real ClinicalTrials.gov documents (tests/fixtures/ctgov)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from monitor.sources.ctgov_json import (
     split_criteria,
 )
 
-CTGOV_DIR = Path(__file__).resolve().parents[2] / "shared" / "ctgov"
+CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
 STUDY_FILES = sorted(CTGOV_DIR.glob("NCT*.json"))
 FULL_FILES = [p for p in STUDY_FILES if is_full_document(orjson.loads(p.read_bytes()))]
 
@@ -32,7 +32,7 @@ def parse_file(ctgov_dir: Path, name: str) -> TrialRecord:
     return parse_study(load(ctgov_dir, name))
 
 
-def test_every_shared_study_file_is_collected() -> None:
+def test_every_sample_study_file_is_collected() -> None:
     assert len(STUDY_FILES) >= 7
     assert len(FULL_FILES) == len(STUDY_FILES) - 1  # NCT02576665.json is fields-restricted
 

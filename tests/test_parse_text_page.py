@@ -14,7 +14,7 @@ from monitor.record import ParseError, TrialRecord
 from monitor.sources.ctgov_json import parse_study
 from monitor.sources.text_page import parse_text_page, split_conditions
 
-CTGOV_DIR = Path(__file__).resolve().parents[2] / "shared" / "ctgov"
+CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
 STUDY_FILES = sorted(CTGOV_DIR.glob("NCT*.json"))
 
 
