@@ -65,7 +65,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 
 # (section, field) -> how items of a list of dicts are identified across versions.
 LIST_IDENTITY: dict[tuple[str, str], tuple[str, ...]] = {
-    ("identification", "secondary_ids"): ("id",),
+    ("identification", "secondary_ids"): ("id", "domain"),
     ("arms", "arm_groups"): ("label",),
     ("arms", "interventions"): ("type", "name"),
     ("outcomes", "primary"): ("measure",),
@@ -129,7 +129,7 @@ class TrialRecord:
             section: dict[str, Any] = {}
             for key, value in fields.items():
                 if (name, key) in LIST_IDENTITY and isinstance(value, list):
-                    value = sorted(value, key=lambda item, n=name, k=key: identity_key(n, k, item))
+                    value = _sorted_by_identity(name, key, value)
                 section[key] = value
             clean[name] = section
         return cls(nct_id=nct_id, sections=clean)
@@ -178,6 +178,13 @@ class TrialRecord:
         nothing: it is not worth a new version.
         """
         return _is_subset(self.to_canonical(), other.to_canonical())
+
+
+def _sorted_by_identity(section: str, field_name: str, items: list[Any]) -> list[Any]:
+    def key(item: Any) -> tuple[str, str]:
+        return identity_key(section, field_name, item), canonical_dumps(item).decode()
+
+    return sorted(items, key=key)
 
 
 def _is_subset(small: Any, big: Any) -> bool:
