@@ -25,8 +25,13 @@ import structlog
 from sqlalchemy import select
 
 from monitor.events import ChangeEvent
-from monitor.ingest import Observation, RecordOutcome, Subscription, record_observation, \
-    record_removal
+from monitor.ingest import (
+    Observation,
+    RecordOutcome,
+    Subscription,
+    record_observation,
+    record_removal,
+)
 from monitor.record import ParseError
 from monitor.sources.ctgov import (
     RegistryBlocked,

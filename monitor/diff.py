@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -109,7 +109,20 @@ def diff_records(old: TrialRecord, new: TrialRecord) -> list[ChangeEvent]:
             continue
         events.extend(_diff_section(new.nct_id, section,
                                     old.sections[section], new.sections[section]))
-    return sorted(events, key=sort_key)
+    return sorted(_fold_results_first_posted(events), key=sort_key)
+
+
+def _fold_results_first_posted(events: list[ChangeEvent]) -> list[ChangeEvent]:
+    """Results first posted is one event: its posting date and new sections fold into it."""
+    posted = next((e for e in events
+                   if e.field == "results.has_results" and e.new is True), None)
+    if posted is None:
+        return events
+    date = next((e for e in events
+                 if e.field == "dates.results_first_posted" and e.old is None), None)
+    summary = f"Results first posted: {humanize(date.new)}" if date else posted.summary
+    return [replace(e, summary=summary) if e is posted else e for e in events
+            if e is not date and not (e.field == "results.modules" and not e.old)]
 
 
 def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
@@ -120,8 +133,8 @@ def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
     for key in sorted(set(old) & set(new)):
         a, b = old[key], new[key]
         if (section, key) in LIST_IDENTITY and isinstance(a, list) and isinstance(b, list):
-            a_items = {identity_key(section, key, item): item for item in a}
-            b_items = {identity_key(section, key, item): item for item in b}
+            a_items = _by_identity(section, key, a)
+            b_items = _by_identity(section, key, b)
             for ident in a_items.keys() & b_items.keys():
                 a_items[ident], b_items[ident] = _common(a_items[ident], b_items[ident])
             a, b = a_items, b_items
@@ -129,6 +142,19 @@ def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
             a, b = _common(a, b)
         old_p[key], new_p[key] = a, b
     return old_p, new_p
+
+
+def _by_identity(section: str, key: str, items: list[Any]) -> dict[str, Any]:
+    """Items by identity; duplicates (two "Research Site"s in one city) get "#2", "#3"."""
+    keyed: dict[str, Any] = {}
+    for item in items:
+        ident = identity_key(section, key, item)
+        unique, n = ident, 1
+        while unique in keyed:
+            n += 1
+            unique = f"{ident}#{n}"
+        keyed[unique] = item
+    return keyed
 
 
 def _common(a: Any, b: Any) -> tuple[Any, Any]:
@@ -153,7 +179,8 @@ def _diff_section(nct_id: str, section: str, old: Mapping[str, Any],
         a, b = old_p[key], new_p[key]
         if isinstance(a, dict) and (section, key) in LIST_IDENTITY:
             events.extend(_keyed_list_events(nct_id, section, key, rule, a, b))
-        elif isinstance(a, list) and isinstance(b, list) and (section, key) not in WHOLE_LIST_FIELDS:
+        elif (isinstance(a, list) and isinstance(b, list)
+              and (section, key) not in WHOLE_LIST_FIELDS):
             events.extend(_plain_list_events(nct_id, section, key, rule, a, b))
         else:
             events.append(_value_event(nct_id, section, key, rule, a, b))

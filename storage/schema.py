@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from alembic import command
 from storage.engine import Database
 
 MIGRATIONS = Path(__file__).with_name("migrations")

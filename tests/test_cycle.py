@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from registry_server import Fault, FakeRegistry, load_fixture, make_study, nct
+from registry_server import FakeRegistry, Fault, load_fixture, make_study, nct
 from sqlalchemy import func, select
 
 from monitor.cycle import run_cycle

@@ -133,34 +133,14 @@ def _diff_files(path_a: Path, path_b: Path) -> dict[str, Any]:
 
 def _diff_stored(app: App, nct_id: str, from_version: int | None,
                  to_version: int | None) -> dict[str, Any]:
-    from monitor.diff import diff_records
-    from monitor.ingest import iso_utc
-    from monitor.record import TrialRecord
-    from storage import repository as repo
+    from monitor.views import BadVersions, NotFound, stored_diff
 
     db = app.database()
     with db.transaction() as session:
-        trial = repo.trial(session, nct_id)
-        if trial is None or not trial.latest_version:
-            raise CommandError(f"{nct_id}: no stored versions (watch or ingest it first)")
-        newest = trial.latest_version
-        to_number = to_version or newest
-        from_number = from_version or max(1, to_number - 1)
-        for number in (from_number, to_number):
-            if number > newest:
-                raise CommandError(f"{nct_id}: no version {number} (latest is {newest})")
-        if from_number > to_number:
-            raise CommandError(f"{nct_id}: --from {from_number} is newer than --to {to_number}")
-        old_row = repo.version(session, trial, from_number)
-        new_row = repo.version(session, trial, to_number)
-        assert old_row is not None and new_row is not None
-        old = TrialRecord.from_canonical(old_row.canonical)
-        new = TrialRecord.from_canonical(new_row.canonical)
-        detected = iso_utc(new_row.fetched_at)
-    events = [e.at(from_version=from_number, to_version=to_number, detected_at=detected).to_json()
-              for e in diff_records(old, new)]
-    return {"nct_id": nct_id, "from_version": from_number, "to_version": to_number,
-            "events": events}
+        try:
+            return stored_diff(session, nct_id, from_version, to_version)
+        except (NotFound, BadVersions) as exc:
+            raise CommandError(str(exc)) from None
 
 
 @click.command()
@@ -171,9 +151,8 @@ def _diff_stored(app: App, nct_id: str, from_version: int | None,
 def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> None:
     """Every stored version of a trial and the events between them."""
     from monitor.events import KINDS
-    from monitor.ingest import iso_utc
     from monitor.record import is_valid_nct_id
-    from storage import repository as repo
+    from monitor.views import NotFound, trial_history
 
     if not is_valid_nct_id(nct_id):
         raise CommandError(f"{nct_id}: not an NCT ID (NCT + 8 digits)")
@@ -182,14 +161,11 @@ def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> Non
             raise CommandError(f"--kind {kind}: unknown event kind (one of {', '.join(KINDS)})")
     db = app.database()
     with db.transaction() as session:
-        trial = repo.trial(session, nct_id)
-        if trial is None:
-            raise CommandError(f"{nct_id}: not in the database (watch or ingest it first)")
-        versions = [{"version": v.version, "fetched_at": iso_utc(v.fetched_at),
-                     "source": v.source, "last_update_posted": v.last_update_posted,
-                     "content_hash": v.content_hash}
-                    for v in repo.versions(session, trial)]
-        events = [event_json(nct_id, e) for e in repo.events(session, trial, kinds=kinds)]
+        try:
+            result = trial_history(session, nct_id, kinds)
+        except NotFound as exc:
+            raise CommandError(str(exc)) from None
+    versions, events = result["versions"], result["events"]
     if as_json:
         emit_json({"nct_id": nct_id, "versions": versions, "events": events})
         return
@@ -202,14 +178,13 @@ def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> Non
             echo_lines(render_events(between, indent="      "))
 
 
-def event_json(nct_id: str, row: Any) -> dict[str, Any]:
-    """A stored event row as DESIGN.md event JSON."""
-    from monitor.ingest import iso_utc
+def __getattr__(name: str) -> Any:
+    """``event_json`` moved to ``monitor.views``; still importable from here, lazily."""
+    if name == "event_json":
+        from monitor.views import event_json
 
-    return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
-            "new": row.new, "severity": row.severity, "from_version": row.from_version,
-            "to_version": row.to_version, "detected_at": iso_utc(row.detected_at),
-            "summary": row.summary}
+        return event_json
+    raise AttributeError(name)
 
 
 @click.command("list")
@@ -217,13 +192,11 @@ def event_json(nct_id: str, row: Any) -> dict[str, Any]:
 @pass_app
 def list_trials(app: App, as_json: bool) -> None:
     """Trials in the database: watched, matched by a query, or ingested."""
-    from storage import repository as repo
+    from monitor.views import trial_list
 
     db = app.database()
     with db.transaction() as session:
-        rows = [{"nct_id": t.nct_id, "title": t.title, "status": t.overall_status,
-                 "latest_version": t.latest_version or None, "watched": t.watched}
-                for t in repo.trials(session)]
+        rows = trial_list(session)
     if as_json:
         emit_json(rows)
         return
