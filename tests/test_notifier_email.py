@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes
+from dataclasses import dataclass
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from receivers import Mailbox, free_port, smtp_mailbox
 
 from notifiers.base import Alert, ConfigurationError, DeliveryError
 from notifiers.email import EmailConfig, EmailNotifier, message_id
@@ -55,23 +53,8 @@ def make_alert(**overrides: Any) -> Alert:
     return Alert(**values)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Mailbox:
-    """What the SMTP server received: envelopes, and the logins it saw."""
-
-    envelopes: list[Any] = field(default_factory=list)
-    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
-    port: int = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
+class AuthMailbox(Mailbox):
+    """A mailbox that also checks SMTP AUTH logins."""
 
     def authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -81,40 +64,19 @@ class Mailbox:
         ok = auth_data.login == b"alerts@example.org" and auth_data.password == PASSWORD.encode()
         return AuthResult(success=ok, handled=False)
 
-    def messages(self) -> list[EmailMessage]:
-        return [
-            message_from_bytes(e.original_content, _class=EmailMessage, policy=default_policy)
-            for e in self.envelopes
-        ]
-
 
 @pytest.fixture
 def smtp_server() -> Iterator[Mailbox]:
-    box = Mailbox(port=free_port())
-    controller = Controller(box, hostname="127.0.0.1", port=box.port)
-    controller.start()
-    try:
+    with smtp_mailbox() as box:
         yield box
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
 def auth_smtp_server() -> Iterator[Mailbox]:
-    box = Mailbox(port=free_port())
-    controller = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=box.port,
-        authenticator=box.authenticate,
-        auth_required=True,
-        auth_require_tls=False,
-    )
-    controller.start()
-    try:
+    box = AuthMailbox()
+    with smtp_mailbox(box, authenticator=box.authenticate, auth_required=True,
+                      auth_require_tls=False):
         yield box
-    finally:
-        controller.stop()
 
 
 def config(port: int, **overrides: Any) -> EmailConfig:
@@ -380,7 +342,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 
 @pytest.fixture
 def starttls_server(certificate: Certificate) -> Iterator[Mailbox]:
-    box = Mailbox(port=free_port())
+    box = AuthMailbox(port=free_port())
     controller = Controller(
         box,
         hostname="127.0.0.1",

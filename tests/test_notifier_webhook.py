@@ -7,14 +7,13 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from receivers import WebhookReceiver as Receiver
+from receivers import webhook_receiver
 from standardwebhooks import Webhook
 
 import monitor
@@ -51,57 +50,10 @@ def make_alert(**overrides: Any) -> Alert:
     return Alert(**values)
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A local HTTP server that records requests and answers with ``status``."""
-
-    url: str
-    requests: list[Received] = field(default_factory=list)
-    status: int = 204
-    location: str | None = None
-    delay: float = 0.0
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", "0"))
-            body = self.rfile.read(length)
-            state.requests.append(
-                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-            if state.delay:
-                time.sleep(state.delay)
-            self.send_response(state.status)
-            if state.location:
-                self.send_header("Location", state.location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/trialwatch"
-    try:
+    with webhook_receiver() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def notifier(url: str, env: dict[str, str] | None = None, **settings: Any) -> WebhookNotifier:
