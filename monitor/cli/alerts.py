@@ -1,0 +1,107 @@
+"""Alert commands: ``notify test`` and the outbox (``outbox list``, ``outbox retry``)."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from monitor.app import App
+from monitor.cli.output import emit_json
+from monitor.errors import CommandError
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group()
+def notify() -> None:
+    """Send alerts by hand."""
+
+
+@notify.command("test")
+@click.argument("channel", required=False)
+@pass_app
+def notify_test(app: App, channel: str | None) -> None:
+    """Send a clearly marked test alert through one channel (default: every channel)."""
+    from notifiers.base import Alert
+
+    channels = app.channels
+    if not channels:
+        raise CommandError(f"{app.config_label}: no [channels.*] configured")
+    if channel is not None and channel not in channels:
+        raise CommandError(f"channel {channel}: not configured (have: {', '.join(channels)})")
+    failed = 0
+    for name in [channel] if channel else sorted(channels):
+        alert = Alert(id=f"msg_test_{uuid.uuid4().hex}", channel=name, nct_id="NCT00000000",
+                      title="trialwatch test alert", version=0, events=[], test=True)
+        try:
+            channels[name].send(alert)
+        except Exception as exc:
+            failed += 1
+            click.echo(f"trialwatch: error: channel {name}: {' '.join(str(exc).split())}",
+                       err=True)
+        else:
+            click.echo(f"{name}: test alert sent ({alert.id})")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@click.group()
+def outbox() -> None:
+    """Inspect and retry queued alerts."""
+
+
+@outbox.command("list")
+@click.option("--dead", is_flag=True, help="Only alerts that gave up (dead letters).")
+@click.option("--all", "show_all", is_flag=True, help="Include delivered alerts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@pass_app
+def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
+    """Alerts waiting for delivery (or dead, with --dead)."""
+    from sqlalchemy import select
+
+    from monitor.ingest import iso_utc
+    from storage.models import OutboxEntry, Trial
+
+    db = app.database()
+    stmt = select(OutboxEntry, Trial.nct_id).join(Trial, Trial.id == OutboxEntry.trial_id)
+    if dead:
+        stmt = stmt.where(OutboxEntry.status == "dead")
+    elif not show_all:
+        stmt = stmt.where(OutboxEntry.status == "pending")
+    with db.transaction() as session:
+        rows = [{"id": row.id, "channel": row.channel, "nct_id": nct_id, "version": row.version,
+                 "status": row.status, "attempts": row.attempts,
+                 "next_attempt_at": iso_utc(row.next_attempt_at),
+                 "last_error": row.last_error}
+                for row, nct_id in session.execute(stmt.order_by(OutboxEntry.created_at))]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("outbox is empty" if not dead else "no dead alerts")
+    for r in rows:
+        click.echo(f"{r['id']}  {r['channel']:<12} {r['nct_id']} v{r['version']:<3} "
+                   f"{r['status']:<9} attempts={r['attempts']}  {r['last_error'] or ''}")
+
+
+@outbox.command("retry")
+@click.argument("alert_id", required=False)
+@click.option("--all-dead", is_flag=True, help="Retry every dead alert.")
+@click.option("--no-deliver", is_flag=True, help="Only requeue; the daemon delivers later.")
+@pass_app
+def outbox_retry(app: App, alert_id: str | None, all_dead: bool, no_deliver: bool) -> None:
+    """Requeue a dead alert (or all of them) and deliver now."""
+    from notifiers.outbox import retry_dead
+
+    if bool(alert_id) == all_dead:
+        raise CommandError("give one alert ID or --all-dead")
+    count = retry_dead(app.database(), alert_id)
+    if alert_id and not count:
+        raise CommandError(f"alert {alert_id}: not in the outbox as dead")
+    click.echo(f"requeued {count} alert(s)")
+    if not no_deliver:
+        report = app.deliver_pending()
+        if report is not None:
+            click.echo(f"delivered {report.delivered}, retry later {report.retried}, "
+                       f"dead {report.dead}")
