@@ -10,8 +10,6 @@ EXIT_ERROR = 2  # like diff(1): 0 equal / ok, 1 different / partial failure, 2 t
 class CommandError(click.ClickException):
     """A user-facing failure: printed as ``trialwatch: error: <message>``, no traceback."""
 
-    exit_code = EXIT_ERROR
-
     def __init__(self, message: str, *, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(" ".join(message.split()))  # one line, always
         self.exit_code = exit_code

@@ -55,12 +55,6 @@ class ChangeEvent:
             "summary": self.summary,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ChangeEvent:
-        return cls(**{k: data.get(k) for k in (
-            "nct_id", "kind", "field", "old", "new", "severity", "summary",
-            "from_version", "to_version", "detected_at")})
-
 
 def sort_key(event: ChangeEvent) -> tuple[int, int, str, str]:
     """Most severe first, then by kind order and field: stable, deterministic output."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import click
 
@@ -123,11 +124,11 @@ def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) ->
         click.echo(f"cycle {report.outcome}: {report.watched} trials, {report.fetched} fetched, "
                    f"{report.changed} changed, {len(report.events)} events, "
                    f"{report.requests} requests")
-        by_trial: dict[str, list[dict[str, object]]] = {}
+        by_trial: dict[str, list[dict[str, Any]]] = {}
         for event in report.events:
             by_trial.setdefault(event.nct_id, []).append(event.to_json())
         for nct_id, events in sorted(by_trial.items()):
             click.echo(nct_id)
-            echo_lines(render_events(events))  # type: ignore[arg-type]
+            echo_lines(render_events(events))
     if report.failures:
         raise click.exceptions.Exit(1)
