@@ -12,7 +12,7 @@ class CommandError(click.ClickException):
 
     def __init__(self, message: str, *, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(" ".join(message.split()))  # one line, always
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it ClassVar
 
     def show(self, file: object = None) -> None:
         click.echo(f"trialwatch: error: {self.format_message()}", err=True)
