@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from monitor.diff import diff_records
 from monitor.events import ChangeEvent, sort_key
-from monitor.record import TrialRecord
+from monitor.record import SECTIONS, TrialRecord
 from storage import repository as repo
-from storage.models import Trial
+from storage.models import Trial, Version
 
 RAW_COMPRESSION_LEVEL = 1  # fast; raw documents are rarely read back
 
@@ -67,7 +67,7 @@ def record_observation(session: Session, observation: Observation, *,
     latest = repo.latest_version(session, trial_row)
     events: list[ChangeEvent] = []
     if latest is not None:
-        previous = TrialRecord.from_canonical(latest.canonical)
+        previous = _known_state(session, trial_row, latest)
         if latest.content_hash == record.content_hash or record.knows_less_or_equal(previous):
             return RecordOutcome(record.nct_id, latest.version, False, [])
         events = diff_records(previous, record)
@@ -132,6 +132,29 @@ def record_removal(session: Session, trial_row: Trial, *, now: datetime,
     enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, rows[0])],
                    subscriptions, now=now)
     return event
+
+
+def _known_state(session: Session, trial_row: Trial, latest: Version) -> TrialRecord:
+    """The latest version, plus what earlier versions knew of fields it does not carry.
+
+    A partial version (a text page) stored between two full ones must not hide a change of
+    a field only the full ones carry (the text page has no primary completion date, ...).
+    """
+    sections = {name: dict(body) for name, body in latest.canonical.items() if name != "nct_id"}
+    number = latest.version - 1
+    while number >= 1 and not _knows_every_field(sections):
+        older = repo.version(session, trial_row, number)
+        for name, body in (older.canonical.items() if older is not None else ()):
+            if name in SECTIONS:
+                section = sections.setdefault(name, {})
+                for key, value in body.items():
+                    section.setdefault(key, value)
+        number -= 1
+    return TrialRecord.from_canonical({"nct_id": trial_row.nct_id, **sections})
+
+
+def _knows_every_field(sections: Mapping[str, Mapping[str, Any]]) -> bool:
+    return all(key in sections.get(name, {}) for name, keys in SECTIONS.items() for key in keys)
 
 
 def _refresh_trial_summary(trial_row: Trial, record: TrialRecord) -> None:

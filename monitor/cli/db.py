@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from monitor.app import App
+from monitor.errors import CommandError
 
 pass_app = click.make_pass_decorator(App)
 
@@ -21,7 +22,11 @@ def upgrade(app: App) -> None:
     from storage.schema import upgrade as apply_migrations
 
     database = app.database(check_schema=False)
-    before, after = apply_migrations(database)
+    try:
+        before, after = apply_migrations(database)
+    except Exception as exc:  # unknown revision, tables the migration meets, server errors
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise CommandError(f"database {database.url}: cannot upgrade: {detail}") from None
     if before == after:
         click.echo(f"{database.url}: schema already at revision {after}")
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,9 @@ def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) ->
     for message in errors:
         click.echo(f"trialwatch: error: {message}", err=True)
     if not no_notify:
-        app.deliver_pending()
+        # With --json stdout is the JSON document only: a console channel prints to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            app.deliver_pending()
     events = [e.to_json() for outcome in outcomes for e in outcome.events]
     if as_json:
         emit_json({"records": [o.to_json() for o in outcomes], "events": events})

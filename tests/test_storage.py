@@ -1,0 +1,167 @@
+"""Storage on a real SQLite file: what a stored version holds, the engine set-up, the schema.
+
+A version keeps the raw document (zlib-compressed, byte-exact), the canonical JSON and its
+SHA-256; SQLite runs in WAL mode with foreign keys enforced; Alembic migrations build
+exactly the models' schema; an empty database is set up on first use and an outdated one is
+refused with a message naming ``trialwatch db upgrade``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from docmaker import SEED_JSON, SEED_PAGE, fixture_path
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from monitor.ingest import Observation, record_observation
+from monitor.record import canonical_dumps
+from monitor.sources.files import read_record_file
+from storage import repository as repo
+from storage.engine import Database, open_database
+from storage.models import Base, Version
+from storage.schema import (
+    SchemaOutdated,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    upgrade,
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "tw.db"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[Database]:
+    database = open_database(f"sqlite:///{db_path}")
+    ensure_schema(database)
+    yield database
+    database.close()
+
+
+def store(db: Database, path: Path) -> Version:
+    (document,) = read_record_file(path)
+    with db.transaction() as session:
+        outcome = record_observation(session, Observation(
+            record=document.record, raw=document.raw, raw_format=document.format,
+            source=f"file:{path}"))
+        trial = repo.trial(session, outcome.nct_id)
+        assert trial is not None and outcome.version is not None
+        row = repo.version(session, trial, outcome.version)
+        assert row is not None
+        return row
+
+
+# --------------------------------------------------------------------------- a stored version
+
+
+@pytest.mark.parametrize("path", [SEED_PAGE, fixture_path(SEED_JSON), fixture_path("NCT04267848")],
+                         ids=lambda p: p.name)
+def test_raw_document_is_stored_compressed_and_byte_exact(db: Database, path: Path) -> None:
+    row = store(db, path)
+    assert zlib.decompress(row.raw) == path.read_bytes()
+    assert len(row.raw) < len(path.read_bytes())
+
+
+def test_content_hash_is_sha256_of_canonical_json(db: Database) -> None:
+    row = store(db, fixture_path(SEED_JSON))
+    assert row.content_hash == hashlib.sha256(canonical_dumps(row.canonical)).hexdigest()
+    (document,) = read_record_file(fixture_path(SEED_JSON))
+    assert row.content_hash == document.record.content_hash
+
+
+def test_canonical_json_is_key_sorted(db: Database) -> None:
+    row = store(db, fixture_path(SEED_JSON))
+    dumped = canonical_dumps(row.canonical)
+    assert dumped == orjson.dumps(orjson.loads(dumped), option=orjson.OPT_SORT_KEYS)
+    assert list(orjson.loads(dumped)) == sorted(row.canonical)
+
+
+def test_version_keeps_source_format_and_last_update(db: Database) -> None:
+    row = store(db, SEED_PAGE)
+    assert (row.version, row.raw_format, row.source) == (1, "text-page", f"file:{SEED_PAGE}")
+    assert row.last_update_posted == "2026-01-09"
+    assert row.fetched_at.tzinfo is not None
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Database) -> None:
+    with db.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_foreign_keys_are_enforced(db: Database) -> None:
+    with pytest.raises(IntegrityError), db.transaction() as session:
+        session.add(Version(trial_id=999, version=1, fetched_at=datetime.now(UTC),
+                            source="x", raw_format="text-page", content_hash="0" * 64,
+                            canonical={}, section_hashes={}, raw=b""))
+
+
+def test_a_version_number_is_stored_once_per_trial(db: Database) -> None:
+    row = store(db, SEED_PAGE)
+    with pytest.raises(IntegrityError), db.transaction() as session:
+        session.add(Version(trial_id=row.trial_id, version=1, fetched_at=datetime.now(UTC),
+                            source="x", raw_format="text-page", content_hash="0" * 64,
+                            canonical={}, section_hashes={}, raw=b""))
+
+
+def test_sqlite_folder_is_created(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'a' / 'b' / 'tw.db'}")
+    ensure_schema(database)
+    database.close()
+    assert (tmp_path / "a" / "b" / "tw.db").is_file()
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_migrations_build_exactly_the_models_schema(db: Database) -> None:
+    with db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_empty_database_is_migrated_on_first_use(db_path: Path) -> None:
+    database = open_database(f"sqlite:///{db_path}")
+    assert current_revision(database) is None
+    ensure_schema(database)
+    assert current_revision(database) == head_revision()
+    database.close()
+
+
+def test_upgrade_is_idempotent(db: Database) -> None:
+    assert upgrade(db) == (head_revision(), head_revision())
+    assert current_revision(db) == head_revision()
+
+
+def test_outdated_schema_is_refused_naming_db_upgrade(db: Database, db_path: Path) -> None:
+    store(db, SEED_PAGE)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(SchemaOutdated, match="trialwatch db upgrade"):
+        ensure_schema(db)
+
+
+def test_tables_without_revision_are_refused_not_migrated(db: Database, db_path: Path) -> None:
+    store(db, SEED_PAGE)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("DELETE FROM alembic_version")
+    with pytest.raises(SchemaOutdated, match="trialwatch db upgrade"):
+        ensure_schema(db)
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT count(*) FROM versions").fetchone()[0] == 1
