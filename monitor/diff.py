@@ -133,8 +133,9 @@ def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
     for key in sorted(set(old) & set(new)):
         a, b = old[key], new[key]
         if (section, key) in LIST_IDENTITY and isinstance(a, list) and isinstance(b, list):
-            a_items = _by_identity(section, key, a)
-            b_items = _by_identity(section, key, b)
+            shared = _shared_identity(section, key, [*a, *b])
+            a_items = _by_identity(section, key, a, shared)
+            b_items = _by_identity(section, key, b, shared)
             for ident in a_items.keys() & b_items.keys():
                 a_items[ident], b_items[ident] = _common(a_items[ident], b_items[ident])
             a, b = a_items, b_items
@@ -144,11 +145,19 @@ def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
     return old_p, new_p
 
 
-def _by_identity(section: str, key: str, items: list[Any]) -> dict[str, Any]:
+def _shared_identity(section: str, key: str, items: list[Any]) -> set[str]:
+    """The identity fields every item of both versions knows: an intervention's type that a
+    partial document does not carry must not make the same intervention look new."""
+    parts = LIST_IDENTITY[(section, key)]
+    return {p for p in parts if all(isinstance(i, Mapping) and p in i for i in items)}
+
+
+def _by_identity(section: str, key: str, items: list[Any], shared: set[str]
+                 ) -> dict[str, Any]:
     """Items by identity; duplicates (two "Research Site"s in one city) get "#2", "#3"."""
     keyed: dict[str, Any] = {}
     for item in items:
-        ident = identity_key(section, key, item)
+        ident = identity_key(section, key, {p: v for p, v in item.items() if p in shared})
         unique, n = ident, 1
         while unique in keyed:
             n += 1

@@ -152,6 +152,14 @@ def test_unknown_fields_never_count_in_either_direction() -> None:
     assert diff_records(full, page) == []
 
 
+def test_identity_field_a_partial_document_lacks_is_not_a_change() -> None:
+    # the fields= restricted capture has interventions without their type
+    partial, full = record(study("NCT02576665")), record(study("NCT02576665.full"))
+    assert [i.get("type") for i in partial.get("arms", "interventions")] == [None, None]
+    assert diff_records(partial, full) == []
+    assert diff_records(full, partial) == []
+
+
 def test_a_record_against_itself_is_no_event() -> None:
     big = record(study(BIG))
     assert diff_records(big, big) == []

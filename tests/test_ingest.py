@@ -106,6 +106,12 @@ def test_text_page_then_api_json_of_same_version_is_version_2_without_events(
     assert page.raw_format == "text-page" and full.raw_format == "ctgov-json"
 
 
+def test_fields_restricted_document_then_full_one_is_no_event(db: Database) -> None:
+    assert ingest(db, fixture_path("NCT02576665")).version == 1
+    outcome = ingest(db, fixture_path("NCT02576665.full"))
+    assert (outcome.version, outcome.events) == (2, [])
+
+
 def test_text_page_after_api_json_adds_nothing(db: Database) -> None:
     ingest(db, SEED_PAGE)
     ingest(db, fixture_path(SEED_JSON))
