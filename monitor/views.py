@@ -23,7 +23,7 @@ from monitor.events import KINDS, SEVERITY_RANK
 from monitor.ingest import iso_utc
 from monitor.record import TrialRecord
 from storage import repository as repo
-from storage.models import Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
+from storage.models import Event, QueryMatch, SavedQuery, Trial, Version
 
 STUDY_URL = "https://clinicaltrials.gov/study/{nct_id}"
 #: How far back a high-severity change counts as "recent" on the dashboard.
@@ -332,10 +332,10 @@ def recent_changes(session: Session, *, nct_id: str | None = None, query: str | 
                                       for t, v in keys])))
     found: dict[tuple[int, int], VersionChanges] = {}
     for row, nct, title in session.execute(stmt):
-        key = (row.trial_id, row.to_version)
-        entry = found.get(key)
+        version = row.to_version or 0  # never None: the query excludes it
+        entry = found.get((row.trial_id, version))
         if entry is None:
-            entry = found[key] = VersionChanges(nct, title, row.to_version)
+            entry = found[(row.trial_id, version)] = VersionChanges(nct, title, version)
         entry.events.append(event_json(nct, row))
     for entry in found.values():
         entry.events.sort(key=event_order)
@@ -349,3 +349,39 @@ def _aware(moment: datetime | str | None) -> datetime | None:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def changes_feed(session: Session, *, nct_id: str | None = None, query: str | None = None,
+                 base_url: str | None = None, limit: int = 50) -> bytes:
+    """The Atom feed of recent changes: all trials, one trial, or one saved query's trials.
+
+    With ``base_url`` (the dashboard's address) the feed links to itself and its entries
+    open the dashboard's diff of that version; without, entries link to the registry.
+    """
+    from urllib.parse import quote
+
+    from monitor.feeds import FeedInfo, render_feed
+
+    groups = recent_changes(session, nct_id=nct_id, query=query, limit=limit)
+    base = base_url.rstrip("/") if base_url else None
+    if nct_id is not None:
+        trial = repo.trial(session, nct_id)
+        label = f"{nct_id}: {trial.title}" if trial is not None and trial.title else nct_id
+        key, title, path, page = (f"trial/{nct_id}", f"trialwatch — {label}",
+                                  f"/feeds/trial/{nct_id}.atom", f"/trials/{nct_id}")
+    elif query is not None:
+        key, title = f"query/{query}", f"trialwatch — trials matched by {query}"
+        path, page = f"/feeds/query/{quote(query, safe='')}.atom", f"/?query={quote(query)}"
+    else:
+        key, title, path, page = ("changes", "trialwatch — recent changes",
+                                  "/feeds/changes.atom", "/changes")
+    info = FeedInfo(key=key, title=title,
+                    subtitle="What changed in ClinicalTrials.gov records, version by version",
+                    self_url=f"{base}{path}" if base else None,
+                    alternate_url=f"{base}{page}" if base else None)
+
+    def dashboard_link(group: Any) -> str:
+        span = f"?from={group.version - 1}&to={group.version}" if group.version > 1 else ""
+        return f"{base}/trials/{group.nct_id}{span}#diff"
+
+    return render_feed(info, groups, entry_link=dashboard_link if base else None)

@@ -1,0 +1,237 @@
+"""The dashboard's Starlette application: routes, guards, templates and error pages.
+
+``create_app(db, token=...)`` builds it over an open database. Guards, outermost first:
+
+* an optional access token (``Authorization: Bearer TOKEN``, ``?token=TOKEN`` — then kept
+  in an HttpOnly, SameSite=Strict cookie so the pages' own links work — or that cookie);
+* read-only: every method but GET and HEAD is refused with 405;
+* security headers on every answer: a Content-Security-Policy without scripts, no
+  framing, ``Referrer-Policy: no-referrer`` (so a ``?token=`` never leaks through links).
+
+Templates are Jinja2 with autoescaping on: registry text (titles, criteria, summaries) is
+always escaped. Errors are clean pages, or JSON under ``/api/``; never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from datetime import datetime
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from monitor.events import humanize
+from monitor.views import BadVersions, NotFound
+from storage.engine import Database
+
+HERE = Path(__file__).resolve().parent
+TOKEN_COOKIE = "trialwatch_token"
+READ_METHODS = frozenset({"GET", "HEAD"})
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+     b"frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def create_app(db: Database, *, token: str | None = None) -> Starlette:
+    """The read-only dashboard, feeds and JSON API over ``db``."""
+    from monitor.web import api, pages
+
+    routes = [
+        Route("/", pages.index, name="index"),
+        Route("/trials/{nct_id}", pages.trial, name="trial"),
+        Route("/changes", pages.changes, name="changes"),
+        Route("/feeds/changes.atom", api.changes_feed, name="feed_changes"),
+        Route("/feeds/trial/{nct_id}.atom", api.trial_feed, name="feed_trial"),
+        Route("/feeds/query/{name}.atom", api.query_feed, name="feed_query"),
+        Route("/api/trials", api.trials, name="api_trials"),
+        Route("/api/trials/{nct_id}/history", api.history, name="api_history"),
+        Route("/api/trials/{nct_id}/diff", api.diff, name="api_diff"),
+        Route("/api/status", api.status, name="api_status"),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        HTTPException: _http_error, NotFound: _not_found, BadVersions: _bad_request,
+        Exception: _server_error})
+    app.state.db = db
+    app.state.templates = Jinja2Templates(env=template_environment())
+    app.add_middleware(ReadOnly)
+    if token:
+        app.add_middleware(TokenGate, token=token)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so on every answer
+    return app
+
+
+def template_environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["human"] = lambda value: humanize(value) if value is not None else "—"
+    env.filters["when"] = _when
+    env.filters["phases"] = lambda phases: ", ".join(humanize(p) for p in phases) or "—"
+    return env
+
+
+def _when(moment: datetime | str | None) -> str:
+    if moment is None:
+        return "—"
+    if isinstance(moment, str):
+        return moment.replace("T", " ").removesuffix("Z")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def render(request: Request, name: str, context: dict[str, Any],
+           status_code: int = 200) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    root = request.scope.get("root_path", "")
+
+    def path_for(route: str, /, **params: Any) -> str:
+        """A site-relative link (works behind a proxy, unlike absolute ``url_for``)."""
+        return root + str(request.app.url_path_for(route, **params))
+
+    return templates.TemplateResponse(request, name, {**context, "path_for": path_for},
+                                      status_code=status_code)
+
+
+# --- Errors --------------------------------------------------------------------------------
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message, "status": status}, status_code=status)
+    if request.url.path.startswith(("/feeds/", "/static/")):
+        return PlainTextResponse(f"{status}: {message}\n", status_code=status)
+    return render(request, "error.html", {"status": status, "message": message},
+                  status_code=status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "no such page", 405: "method not allowed"}.get(exc.status_code,
+                                                                    exc.detail)
+    response = _error(request, exc.status_code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(request, 404, str(exc))
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return _error(request, 400, str(exc))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    import structlog
+
+    structlog.get_logger("trialwatch.web").error(
+        "web.error", path=request.url.path, error=type(exc).__name__)
+    return _error(request, 500, "internal error (see the server's log)")
+
+
+# --- Guards (plain ASGI middleware) --------------------------------------------------------
+
+class ReadOnly:
+    """Only GET and HEAD: this dashboard never changes anything."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in READ_METHODS:
+            body = (b'{"error": "read-only: only GET and HEAD", "status": 405}'
+                    if scope["path"].startswith("/api/") else b"405: read-only dashboard\n")
+            media = b"application/json" if body.startswith(b"{") else b"text/plain"
+            await send({"type": "http.response.start", "status": 405, "headers": [
+                (b"allow", b"GET, HEAD"), (b"content-type", media),
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class TokenGate:
+    """Every request but static files needs the token; a wrong one is a 401."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        header = request.headers.get("authorization", "")
+        offered: Sequence[str] = [
+            header[7:].strip() if header[:7].lower() == "bearer " else "",
+            request.query_params.get("token", ""),
+            request.cookies.get(TOKEN_COOKIE, ""),
+        ]
+        if not any(self._valid(value) for value in offered):
+            response = _unauthorized(scope["path"])
+            await response(scope, receive, send)
+            return
+        if not self._valid(offered[2]) and self._valid(offered[1]):
+            await self.app(scope, receive, self._remember(send))
+            return
+        await self.app(scope, receive, send)
+
+    def _valid(self, value: str) -> bool:
+        return bool(value) and hmac.compare_digest(value.encode(), self.token)
+
+    def _remember(self, send: Send) -> Send:
+        cookie: SimpleCookie = SimpleCookie()
+        cookie[TOKEN_COOKIE] = self.token.decode()
+        morsel = cookie[TOKEN_COOKIE]
+        morsel["httponly"], morsel["samesite"], morsel["path"] = True, "Strict", "/"
+        value = morsel.OutputString().encode("latin-1")
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"set-cookie", value)]
+            await send(message)
+
+        return send_with_cookie
+
+
+def _unauthorized(path: str) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="trialwatch"'}
+    message = "a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN"
+    if path.startswith("/api/"):
+        return JSONResponse({"error": message, "status": 401}, status_code=401,
+                            headers=headers)
+    return PlainTextResponse(f"401: {message}\n", status_code=401, headers=headers)
