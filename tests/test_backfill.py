@@ -1,0 +1,501 @@
+"""``trialwatch backfill``: every past registry version, in order, diffed, never alerted.
+
+Runs against ``FakeHistoryRegistry`` (a real local HTTP server) serving seven versions of
+NCT03934567 built from the real API v2 document (see ``tests/history_server.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from history_server import (
+    NCT_ID,
+    NEW_CRITERION,
+    FakeHistoryRegistry,
+    abexinostat_history,
+    current_api_document,
+    render_html,
+)
+from registry_server import Fault
+from sqlalchemy import func, select
+
+from monitor.backfill import backfill_trial
+from monitor.cli import cli
+from monitor.cli.backfill import history_client
+from monitor.config import CtgovConfig
+from monitor.ingest import Observation, record_observation
+from monitor.sources.ctgov_history import (
+    BadHistoryResponse,
+    HistoryClient,
+    html_to_text,
+    normalize_study,
+)
+from monitor.sources.ctgov_json import parse_study
+from monitor.sources.ratelimit import RateLimiter
+from storage import repository as repo
+from storage.engine import Database, open_database
+from storage.models import Event, OutboxEntry, Version
+from storage.schema import ensure_schema
+
+VERSIONS = 7  # registry versions 0..6
+KINDS_BY_REGISTRY_VERSION = {  # the changes each registry version brings (none for 0)
+    1: {"status", "dates"},
+    2: {"enrollment"},
+    3: {"outcomes"},
+    4: {"eligibility"},
+    5: {"status", "enrollment"},
+    6: {"dates"},
+}
+
+
+# ----------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeHistoryRegistry]:
+    with FakeHistoryRegistry() as registry:
+        registry.add_history(abexinostat_history())
+        yield registry
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = open_database(f"sqlite:///{tmp_path / 'trialwatch.db'}")
+    ensure_schema(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def client(fake: FakeHistoryRegistry) -> Iterator[HistoryClient]:
+    with HistoryClient(fake.history_url, requests_per_second=0, max_retries=1,
+                       sleep=lambda _s: None) as history:
+        yield history
+
+
+def stored_versions(db: Database) -> list[Version]:
+    with db.transaction() as session:
+        trial = repo.trial(session, NCT_ID)
+        return list(repo.versions(session, trial)) if trial is not None else []
+
+
+def stored_events(db: Database) -> list[Event]:
+    with db.transaction() as session:
+        return list(session.scalars(select(Event).order_by(Event.to_version, Event.id)))
+
+
+def kinds_by_version(db: Database) -> dict[int, set[str]]:
+    kinds: dict[int, set[str]] = {}
+    for event in stored_events(db):
+        assert event.to_version is not None
+        kinds.setdefault(event.to_version, set()).add(event.kind)
+    return kinds
+
+
+def outbox_rows(db: Database) -> int:
+    with db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(OutboxEntry)) or 0)
+
+
+def watch_current_version(db: Database, document: dict[str, Any], *, source: str = "ctgov",
+                          fetched_at: datetime | None = None) -> int | None:
+    """Record a document as ``check`` would (not historical); return its version number."""
+    observation = Observation(record=parse_study(document), raw=orjson.dumps(document),
+                              raw_format="ctgov-json", source=source,
+                              fetched_at=fetched_at or datetime(2025, 11, 20, 12, tzinfo=UTC))
+    with db.transaction() as session:
+        return record_observation(session, observation, subscriptions=[_Everything()]).version
+
+
+class _Everything:
+    """A subscription that selects every event for the "ops" channel."""
+
+    channel = "ops"
+
+    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
+        return True
+
+
+# ----------------------------------------------------------------- HTML → API v2 text
+
+
+def test_html_paragraphs_lists_and_entities_become_api_v2_text() -> None:
+    rendered = ("<p>Inclusion Criteria:</p><ul><li>Age &gt;= 18</li>"
+                "<li>Contact pi@hospital.org for details.\nWalk daily.</li></ul>"
+                "<p>Sponsor&#39;s note: A &amp; B<br/>second line</p>"
+                "<ol><li>first<ul><li>nested</li></ul></li><li><p>second</p></li></ol>")
+    assert html_to_text(rendered) == (
+        "Inclusion Criteria:\n\n* Age \\>= 18\n* Contact pi@hospital.org for details. "
+        "Walk daily.\n\nSponsor's note: A & B\nsecond line\n\n1. first\n    * nested\n"
+        "2. second")
+
+
+def test_plain_api_v2_text_is_left_alone() -> None:
+    plain = "Inclusion Criteria:\n\n* Age \\>= 18\n* a<b and c>d, x < 5"
+    assert html_to_text(plain) == plain
+    assert html_to_text("Smith &amp; Jones\n\n* x") == "Smith & Jones\n\n* x"
+
+
+def test_html_rendered_version_parses_like_the_api_v2_document() -> None:
+    api = current_api_document()
+    history_study = render_html(api)
+    history_study.pop("derivedSection")
+    history_study.pop("hasResults")
+    assert "<ol><li>Age &gt;= 18 years &amp; life expectancy &ge; 3 months" in orjson.dumps(
+        history_study).decode()
+    assert parse_study(normalize_study(history_study)).content_hash == \
+        parse_study(api).content_hash
+
+
+# ----------------------------------------------------------------- a fresh trial
+
+
+def test_every_registry_version_is_stored_in_order_with_its_number_and_date(
+        db: Database, client: HistoryClient) -> None:
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is None
+    assert (result.versions_total, result.imported, result.skipped) == (VERSIONS, VERSIONS, 0)
+    assert result.requests == 1 + VERSIONS  # the list, then one request per version
+    versions = stored_versions(db)
+    assert [v.version for v in versions] == [1, 2, 3, 4, 5, 6, 7]
+    assert [v.registry_version for v in versions] == [0, 1, 2, 3, 4, 5, 6]
+    assert {v.source for v in versions} == {"backfill"}
+    assert all(v.historical for v in versions)
+    dates = [entry.date for entry in abexinostat_history()]
+    assert [v.fetched_at for v in versions] == [
+        datetime.fromisoformat(f"{d}T00:00:00+00:00") for d in dates]
+    assert [v.last_update_posted for v in versions] == dates
+    with db.transaction() as session:
+        trial = repo.trial(session, NCT_ID)
+        assert trial is not None
+        assert (trial.latest_version, trial.overall_status) == (7, "ACTIVE_NOT_RECRUITING")
+        assert not trial.watched
+
+
+def test_events_between_versions_are_classified_historical_and_never_alerted(
+        db: Database, client: HistoryClient) -> None:
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert kinds_by_version(db) == {n + 1: kinds for n, kinds in
+                                    KINDS_BY_REGISTRY_VERSION.items()}
+    events = stored_events(db)
+    assert result.events == len(events)
+    assert all(e.historical for e in events)
+    assert all(e.from_version == e.to_version - 1 for e in events)  # type: ignore[operator]
+    status = [(e.old, e.new) for e in events if e.kind == "status"]
+    assert status == [("NOT_YET_RECRUITING", "RECRUITING"),
+                      ("RECRUITING", "ACTIVE_NOT_RECRUITING")]
+    enrollment = [(e.old, e.new) for e in events if e.kind == "enrollment"]
+    assert [(o["count"], n["count"]) for o, n in enrollment] == [(110, 120), (120, 87)]
+    added = [e for e in events if e.kind == "eligibility"]
+    assert len(added) == 1 and NEW_CRITERION in added[0].summary + str(added[0].new)
+    assert outbox_rows(db) == 0
+
+
+def test_the_html_rendered_versions_bring_no_text_changes(
+        db: Database, client: HistoryClient) -> None:
+    backfill_trial(db, client, NCT_ID)
+
+    # Version 3 (registry 2) is HTML-rendered between two plain ones: only enrollment moved.
+    assert kinds_by_version(db)[3] == {"enrollment"}
+    # The latest (HTML-rendered) equals the same version from API v2, hash for hash.
+    assert stored_versions(db)[-1].content_hash == \
+        parse_study(current_api_document()).content_hash
+
+
+def test_backfilling_twice_stores_nothing_new(db: Database, client: HistoryClient) -> None:
+    backfill_trial(db, client, NCT_ID)
+    before = [(v.version, v.content_hash) for v in stored_versions(db)]
+    events_before = len(stored_events(db))
+
+    again = backfill_trial(db, client, NCT_ID)
+
+    assert again.error is None
+    assert (again.imported, again.skipped, again.events, again.requests) == (0, VERSIONS, 0, 1)
+    assert [(v.version, v.content_hash) for v in stored_versions(db)] == before
+    assert len(stored_events(db)) == events_before
+
+
+def test_a_later_check_of_the_same_record_finds_nothing_new(
+        db: Database, client: HistoryClient) -> None:
+    backfill_trial(db, client, NCT_ID)
+
+    assert watch_current_version(db, current_api_document()) == VERSIONS
+    assert len(stored_versions(db)) == VERSIONS
+    assert outbox_rows(db) == 0
+
+
+# ----------------------------------------------------------------- merging with watched versions
+
+
+def test_a_watched_trial_gets_its_past_appended_without_duplicating_its_history(
+        db: Database, client: HistoryClient) -> None:
+    watched = watch_current_version(db, current_api_document())
+    assert watched == 1
+    watched_hash = stored_versions(db)[0].content_hash
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is None and result.mode == "merge"
+    versions = stored_versions(db)
+    assert [(v.version, v.registry_version, v.source) for v in versions] == [
+        (1, None, "ctgov"), *((n + 2, n, "backfill") for n in range(VERSIONS))]
+    # The chain ends on the registry's copy of the watched version: the newest local version
+    # is still the current record, so the next check stays quiet.
+    assert versions[-1].content_hash == watched_hash
+    assert result.imported == VERSIONS
+    assert kinds_by_version(db) == {n + 2: kinds for n, kinds in
+                                    KINDS_BY_REGISTRY_VERSION.items()}
+    assert all(e.historical for e in stored_events(db))
+    assert watch_current_version(db, current_api_document()) == 1 + VERSIONS
+    assert outbox_rows(db) == 0
+
+    again = backfill_trial(db, client, NCT_ID)
+    assert (again.imported, again.events, again.requests) == (0, 0, 1)
+    assert len(stored_versions(db)) == 1 + VERSIONS
+
+
+def test_registry_versions_newer_than_the_watched_one_are_left_to_check(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    history = abexinostat_history()
+    older = normalize_study(history[4].study)  # watched back when registry version 4 was new
+    watch_current_version(db, older, fetched_at=datetime(2022, 3, 5, tzinfo=UTC))
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is None
+    assert result.requests == 1 + 5  # versions posted after the watched one are not fetched
+    versions = stored_versions(db)
+    assert [v.registry_version for v in versions] == [None, 0, 1, 2, 3, 4]
+    assert versions[-1].content_hash == versions[0].content_hash
+    # The next check alerts on what changed since, diffed against the chain's end.
+    with db.transaction() as session:
+        observation = Observation(record=parse_study(current_api_document()), raw=b"{}",
+                                  raw_format="ctgov-json", source="ctgov")
+        outcome = record_observation(session, observation, subscriptions=[_Everything()])
+    assert {e.kind for e in outcome.events} == {"status", "enrollment", "dates"}
+    assert all(e.from_version == 6 for e in outcome.events)
+    assert outbox_rows(db) == 1
+
+
+def test_a_watched_trial_that_never_changed_only_learns_its_registry_number(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    only = abexinostat_history()[-1:]
+    fake.add_history(only)
+    watch_current_version(db, current_api_document())
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert (result.imported, result.skipped) == (0, 1)
+    assert [(v.version, v.registry_version) for v in stored_versions(db)] == [(1, 0)]
+
+
+# ----------------------------------------------------------------- untrustworthy answers
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    ({"versions": []}, "'changes' is missing or null, not a list"),
+    ({"changes": []}, "'changes' is empty"),
+    ({"changes": [{"version": "0", "date": "2019-05-02"}]}, "'version' is '0'"),
+    ({"changes": [{"version": 0, "date": "May 2, 2019"}]}, "not YYYY-MM-DD"),
+    ({"changes": [{"version": 0, "date": "2019-05-02"}, {"version": 1, "date": "2018-01-01"}]},
+     "version 1 is dated 2018-01-01, before version 0"),
+])
+def test_a_history_list_of_the_wrong_shape_is_a_one_line_error_and_stores_nothing(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry,
+        answer: dict[str, Any], problem: str) -> None:
+    fake.list_override = answer
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is not None and "\n" not in result.error
+    assert result.error.startswith(f"{NCT_ID}: history")
+    assert problem in result.error
+    assert f"{fake.history_url}/studies/{NCT_ID}/history" in result.error
+    with db.transaction() as session:
+        assert repo.trial(session, NCT_ID) is None
+
+
+@pytest.mark.parametrize(("fault", "problem"), [
+    (Fault.json({"studyVersion": 2, "study": {}}), "'studyVersion' is 2, expected 3"),
+    (Fault.json({"studyVersion": 3}), "'study' is missing or null, not an object"),
+    (Fault.json({"studyVersion": 3, "study": {"protocolSection": {"identificationModule": {
+        "nctId": "NCT00000001"}}}}), "the study is NCT00000001, not NCT03934567"),
+    (Fault.html(), "expected JSON, got HTML"),
+    (Fault(truncate=True), "invalid or truncated JSON"),
+])
+def test_a_bad_version_document_undoes_the_whole_trial(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry,
+        fault: Fault, problem: str) -> None:
+    fake.fault_hook = lambda request: fault if request.path.endswith("/history/3") else None
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is not None and problem in result.error
+    assert result.error.startswith(f"{NCT_ID}: history version 3: ")
+    assert f"/studies/{NCT_ID}/history/3]" in result.error
+    assert result.imported == 0
+    with db.transaction() as session:  # versions 0..2 were stored, then taken back
+        assert repo.trial(session, NCT_ID) is None
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+
+
+def test_a_bad_document_leaves_an_existing_trial_as_it_was(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    fake.fault_hook = lambda r: Fault(status=503) if r.path.endswith("/history/5") else None
+    backfill_trial(db, client, NCT_ID)  # interrupted: registry versions 0..4 stored
+    before = [(v.version, v.content_hash) for v in stored_versions(db)]
+    fake.fault_hook = lambda r: Fault.html() if r.path.endswith("/history/6") else None
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is not None and "expected JSON, got HTML" in result.error
+    assert [(v.version, v.content_hash) for v in stored_versions(db)] == before
+    with db.transaction() as session:
+        trial = repo.trial(session, NCT_ID)
+        assert trial is not None and trial.latest_version == 5
+        assert trial.overall_status == "RECRUITING"
+    assert max(kinds_by_version(db)) == 5
+
+
+def test_the_client_raises_bad_history_response_naming_trial_problem_and_url(
+        client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    fake.fail_next(Fault.json({"studyVersion": 0, "study": []}))
+    with pytest.raises(BadHistoryResponse) as caught:
+        client.study_version(NCT_ID, 0)
+    assert str(caught.value) == (f"{NCT_ID}: history version 0: 'study' is a list, not an "
+                                 f"object [{fake.history_url}/studies/{NCT_ID}/history/0]")
+
+
+def test_an_unknown_trial_is_reported(db: Database, client: HistoryClient) -> None:
+    result = backfill_trial(db, client, "NCT09999999")
+    assert result.error == (f"NCT09999999: history: not found (HTTP 404) "
+                            f"[{client.base_url}/studies/NCT09999999/history]")
+
+
+# ----------------------------------------------------------------- politeness and resumption
+
+
+def test_requests_are_spaced_by_the_rate_limiter(
+        db: Database, fake: FakeHistoryRegistry) -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    with HistoryClient(fake.history_url, requests_per_second=4.0, clock=lambda: now[0],
+                       sleep=sleep) as history:
+        result = backfill_trial(db, history, NCT_ID)
+
+    assert result.requests == 1 + VERSIONS
+    assert sleeps == pytest.approx([0.25] * VERSIONS)  # every request after the first waits
+
+
+def test_the_cli_client_uses_the_configured_rate_limit_and_history_url() -> None:
+    config = CtgovConfig(history_url="http://127.0.0.1:9/api/int/", requests_per_second=2.5,
+                         max_retries=2)
+    with history_client(config) as history:
+        assert history.base_url == "http://127.0.0.1:9/api/int"
+        assert history._limiter.rate == 2.5
+        assert history.max_retries == 2
+
+
+def test_the_history_client_can_share_the_api_clients_rate_limiter() -> None:
+    limiter = RateLimiter(1.0)
+    with HistoryClient("http://127.0.0.1:9/api/int", limiter=limiter) as history:
+        assert history._limiter is limiter
+
+
+def test_an_interrupted_backfill_resumes_where_it_stopped(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    fake.fault_hook = lambda r: Fault(status=503) if r.path.endswith("/history/4") else None
+
+    first = backfill_trial(db, client, NCT_ID)
+
+    assert first.error is not None and "HTTP 503 after 2 attempts" in first.error
+    assert first.error.startswith(f"{NCT_ID}: history version 4: registry unavailable")
+    assert [v.registry_version for v in stored_versions(db)] == [0, 1, 2, 3]
+    fake.fault_hook = None
+
+    second = backfill_trial(db, client, NCT_ID)
+
+    assert second.error is None and second.mode == "continue"
+    assert second.requests == 1 + 3 < 1 + VERSIONS  # only registry versions 4, 5 and 6
+    assert (second.imported, second.skipped) == (3, 4)
+    assert [v.registry_version for v in stored_versions(db)] == list(range(VERSIONS))
+    assert kinds_by_version(db) == {n + 1: kinds for n, kinds in
+                                    KINDS_BY_REGISTRY_VERSION.items()}
+
+
+# ----------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, fake: FakeHistoryRegistry) -> dict[str, str]:
+    config = tmp_path / "trialwatch.toml"
+    config.write_text("[ctgov]\nrequests_per_second = 0.0\nmax_retries = 0\n")
+    return {"TRIALWATCH_DB": f"sqlite:///{tmp_path / 'cli.db'}",
+            "TRIALWATCH_CTGOV_HISTORY_URL": fake.history_url,
+            "TRIALWATCH_CONFIG_FILE": str(config)}
+
+
+def run(env: dict[str, str], *args: str) -> Any:
+    runner = CliRunner()
+    return runner.invoke(cli, ["--config", env["TRIALWATCH_CONFIG_FILE"], *args], env=env)
+
+
+def test_backfill_command_json_then_history_and_diff(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "backfill", NCT_ID, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert summary["trials"] == [{"nct_id": NCT_ID, "versions_total": VERSIONS,
+                                  "imported": VERSIONS, "skipped": 0,
+                                  "events": summary["trials"][0]["events"]}]
+    assert summary["trials"][0]["events"] >= len(KINDS_BY_REGISTRY_VERSION)
+
+    outcomes = orjson.loads(run(cli_env, "history", NCT_ID, "--kind", "outcomes",
+                                "--json").stdout)
+    assert len(outcomes["versions"]) == VERSIONS
+    assert {e["kind"] for e in outcomes["events"]} == {"outcomes"}
+    assert {(e["from_version"], e["to_version"]) for e in outcomes["events"]} == {(3, 4)}
+
+    diff = run(cli_env, "diff", NCT_ID, "--from", "1", "--to", "7", "--json")
+    assert diff.exit_code == 1  # different, like diff(1)
+    kinds = {e["kind"] for e in orjson.loads(diff.stdout)["events"]}
+    assert {"status", "enrollment", "outcomes", "eligibility", "dates"} <= kinds
+
+    again = orjson.loads(run(cli_env, "backfill", NCT_ID, "--json").stdout)
+    assert again["trials"][0] | {"events": 0} == {
+        "nct_id": NCT_ID, "versions_total": VERSIONS, "imported": 0, "skipped": VERSIONS,
+        "events": 0}
+    assert again["requests"] == 1
+
+
+def test_backfill_command_reports_each_failure_on_one_line(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "backfill", "NCT09999999", NCT_ID)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trialwatch:")]
+    assert errors == [f"trialwatch: error: NCT09999999: history: not found (HTTP 404) "
+                      f"[{cli_env['TRIALWATCH_CTGOV_HISTORY_URL']}/studies/NCT09999999/history]"]
+    assert f"{NCT_ID}  {VERSIONS} registry versions: {VERSIONS} imported" in result.stdout
+
+    bad = run(cli_env, "backfill", "NCT123")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == "trialwatch: error: NCT123: not an NCT ID (NCT + 8 digits)"
+
+
+def test_trials_are_not_watched_by_a_backfill(cli_env: dict[str, str]) -> None:
+    run(cli_env, "backfill", NCT_ID)
+    listed = orjson.loads(run(cli_env, "list", "--json").stdout)
+    assert listed == [{"nct_id": NCT_ID, "title": listed[0]["title"],
+                       "status": "ACTIVE_NOT_RECRUITING", "latest_version": VERSIONS,
+                       "watched": False}]
