@@ -102,14 +102,16 @@ class App:
 
         return deliver_due(self.database(), self.channels, self.delivery_policy)
 
-    def registry_client(self) -> RegistryClient:
+    def registry_client(self, **options: Any) -> RegistryClient:
+        """The configured client; ``options`` (e.g. the daemon's ``transport``, ``sleep``)
+        are passed through to ``RegistryClient``."""
         from monitor.sources.ctgov import RegistryClient
 
         ctgov = self.config.ctgov
         return RegistryClient(str(ctgov.base_url).rstrip("/"),
                               requests_per_second=ctgov.requests_per_second,
                               timeout=ctgov.timeout.total_seconds(),
-                              max_retries=ctgov.max_retries)
+                              max_retries=ctgov.max_retries, **options)
 
     def close(self) -> None:
         if self._database is not None:

@@ -1,0 +1,151 @@
+"""Service commands: ``run`` (the daemon, or ``--once``) and ``status`` (what it is doing).
+
+``status --json`` prints DESIGN.md's shape (times ISO-8601 UTC with ``Z``)::
+
+    {"watched": 12, "queries": 1,
+     "last_cycle": {"started_at", "finished_at", "outcome", "fetched", "changed", "events",
+                    "requests"} | null,
+     "next_cycle": "2026-11-25T18:00:00Z" | null,
+     "outbox": {"ops-hook": {"pending": 0, "delivered": 3, "dead": 0}},
+     "schema_version": "0001"}
+
+``watched`` and ``queries`` are counts. ``next_cycle`` comes from the running daemon's lock
+file on SQLite (null when no ``trialwatch run`` holds it); on PostgreSQL, where workers keep
+no lock file, it is the last cycle's start plus the schedule. ``outbox`` lists every
+configured channel (zeros when it has no rows) and any channel that still has rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from monitor.app import App
+from monitor.cli.output import emit_json
+
+if TYPE_CHECKING:
+    from monitor.service_lock import LockState
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.command()
+@click.option("--once", is_flag=True,
+              help="Run one cycle and deliver, then exit (exit 1 if the cycle had failures).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus /metrics and /healthz on 127.0.0.1:PORT (0: any port).")
+@pass_app
+def run(app: App, once: bool, metrics_port: int | None) -> None:
+    """The service: fetch cycles on the configured schedule and alert delivery, until
+    SIGTERM or Ctrl-C (a second one exits at once).
+
+    \b
+      trialwatch --config /etc/trialwatch/trialwatch.toml run
+      trialwatch run --once          # from cron: one cycle, deliver, exit
+    """
+    from monitor.daemon import run_service
+
+    code = run_service(app, once=once, metrics_port=metrics_port)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Watched trials and queries, the last and next cycle, the outbox per channel."""
+    payload, daemon = collect_status(app)
+    if as_json:
+        emit_json(payload)
+        return
+    for line in render_status(payload, daemon, database=app.database().url):
+        click.echo(line)
+
+
+def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:
+    """The ``status --json`` payload, and the running daemon's lock record (SQLite only)."""
+    from sqlalchemy import func, select
+
+    from monitor.daemon import cycle_trigger, next_fire_function
+    from monitor.service_lock import lock_path_for, read_lock_state
+    from storage import repository as repo
+    from storage.models import SavedQuery, Trial
+    from storage.schema import current_revision
+
+    config = app.config
+    db = app.database()
+    with db.transaction() as session:
+        watched = session.scalar(select(func.count()).select_from(Trial)
+                                 .where(Trial.watched.is_(True))) or 0
+        queries = session.scalar(select(func.count()).select_from(SavedQuery)) or 0
+        cycle = repo.last_cycle(session)
+        counts = repo.outbox_counts(session)
+    outbox = {name: {"pending": 0, "delivered": 0, "dead": 0}
+              for name in sorted({*config.channels, *counts})}
+    for name, by_status in counts.items():
+        outbox[name].update({k: v for k, v in by_status.items() if k in outbox[name]})
+    last_cycle = None
+    if cycle is not None:
+        last_cycle = {"started_at": _iso(cycle.started_at), "finished_at": _iso(cycle.finished_at),
+                      "outcome": cycle.outcome, "fetched": cycle.fetched,
+                      "changed": cycle.changed, "events": cycle.events,
+                      "requests": cycle.requests}
+    daemon: LockState | None = None
+    next_cycle: datetime | None = None
+    lock_path = lock_path_for(config.database.url)
+    if lock_path is not None:
+        daemon = read_lock_state(lock_path)
+        next_cycle = daemon.next_cycle if daemon is not None else None
+    elif cycle is not None:
+        next_cycle = next_fire_function(cycle_trigger(config.schedule))(cycle.started_at)
+    payload = {"watched": watched, "queries": queries, "last_cycle": last_cycle,
+               "next_cycle": _iso(next_cycle), "outbox": outbox,
+               "schema_version": current_revision(db)}
+    return payload, daemon
+
+
+def render_status(payload: dict[str, Any], daemon: LockState | None, *, database: str
+                  ) -> list[str]:
+    """The human form: one fact per line, aligned."""
+    lines = [f"database     {database} (schema {payload['schema_version'] or 'none'})",
+             f"watching     {_plural(payload['watched'], 'trial')}, "
+             f"{_plural(payload['queries'], 'saved query', 'saved queries')}"]
+    cycle = payload["last_cycle"]
+    if cycle is None:
+        lines.append("last cycle   never")
+    else:
+        lines.append(f"last cycle   {cycle['outcome']}, {cycle['started_at']} → "
+                     f"{cycle['finished_at']}: {cycle['fetched']} fetched, "
+                     f"{cycle['changed']} changed, {_plural(cycle['events'], 'event')}, "
+                     f"{_plural(cycle['requests'], 'request')}")
+    if payload["next_cycle"] is not None:
+        who = f" (trialwatch run, pid {daemon.pid})" if daemon and daemon.pid else ""
+        lines.append(f"next cycle   {payload['next_cycle']}{who}")
+    elif daemon is not None:
+        lines.append(f"next cycle   not scheduled yet (trialwatch run, pid {daemon.pid})")
+    else:
+        lines.append("next cycle   none scheduled: no `trialwatch run` on this database")
+    if not payload["outbox"]:
+        lines.append("outbox       no channels configured")
+    else:
+        width = max(len("channel"), *(len(name) for name in payload["outbox"]))
+        lines.append(f"outbox       {'channel':<{width}}  pending  delivered  dead")
+        for name, counts in payload["outbox"].items():
+            lines.append(f"             {name:<{width}}  {counts['pending']:>7}  "
+                         f"{counts['delivered']:>9}  {counts['dead']:>4}")
+    return lines
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
