@@ -10,6 +10,30 @@ Failure rules (a bad answer never becomes a false alert):
   update date is left alone so the next cycle tries again;
 * a trial missing from a *successful* listing is confirmed one by one with ``get_study``;
   only a 404 for a trial seen before gives (exactly one) ``removed`` event.
+
+Several workers (PostgreSQL). On SQLite a cycle is one process's pass over every watched
+trial (the daemon holds a file lock, so there is one). On PostgreSQL every ``run_cycle``
+without ``only`` takes part in a shared *round* instead (``monitor.workers``,
+``storage.leases``), so several ``trialwatch run`` processes split the work:
+
+* "this cycle" is the round of the registry data load the worker sees (``dataTimestamp`` of
+  ``/version``): workers that see the same load join the same ``cycle_rounds`` row, whenever
+  each of them starts; a round that ended with failures is followed by a fresh one, so failed
+  trials are retried at the next cycle, as on SQLite;
+* one worker *prepares* the round under a preparation lease: runs the saved queries (and
+  fetches their new matches itself, for their ``new_trial`` events), then picks the listing
+  strategy for the whole round (``ids``, or one registry-wide ``changed-since`` listing kept
+  in the round row); the others wait for it;
+* then each worker leases batches of at most ``lease_batch`` (1000) watched trials with
+  ``checked_round`` below the round, ``SELECT ... FOR UPDATE SKIP LOCKED``, lists them (one
+  ``filter.ids`` page per batch) or reads the round's changed-since stamps, fetches what
+  moved, records it, and stamps the batch ``checked_round = round``. Versions are written only
+  for trials the worker still leases (checked under a row lock in the same transaction), and
+  every write renews its leases, so no trial is fetched twice per round by live workers;
+* a worker that dies leaves its lease to expire (``lease``, default 5 minutes, database
+  clock); workers that have finished their own batches wait up to one lease period for
+  the round to complete and take expired batches over. What is still unfinished after that is
+  taken over by the next cycle of any worker, which joins the same open round.
 """
 
 from __future__ import annotations
@@ -23,6 +47,7 @@ from typing import Any
 import orjson
 import structlog
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from monitor.events import ChangeEvent
 from monitor.ingest import (
@@ -41,6 +66,7 @@ from monitor.sources.ctgov import (
     TrialNotFound,
 )
 from monitor.sources.ctgov_json import parse_study
+from storage import leases
 from storage import repository as repo
 from storage.engine import Database
 from storage.models import Cycle, QueryMatch, SavedQuery, Trial
@@ -52,6 +78,9 @@ FETCH_PAGE = 100
 # How far before the last successful cycle "changed since" asks (the registry posts dates,
 # not times, and a day's load may land after our cycle): a safety overlap.
 CHANGED_SINCE_OVERLAP = timedelta(days=2)
+# Several workers (PostgreSQL): trials per leased batch, and how long a lease lives unrenewed.
+LEASE_BATCH = 1000
+DEFAULT_LEASE = timedelta(minutes=5)
 
 
 @dataclass
@@ -68,6 +97,7 @@ class CycleReport:
     events: list[ChangeEvent] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     data_timestamp: str | None = None
+    round_id: int | None = None  # the shared round (PostgreSQL workers), None on SQLite
 
     def to_json(self) -> dict[str, Any]:
         return {"records": [r.to_json() for r in self.records],
@@ -76,18 +106,42 @@ class CycleReport:
 
 
 @dataclass
-class _TrialState:
+class TrialState:
     nct_id: str
     last_update: str | None
     has_version: bool
 
 
+@dataclass(frozen=True)
+class LeaseGuard:
+    """A worker's hold on leased trials: what it may still write, renewed on every write."""
+
+    owner: str
+    lease: timedelta
+
+    def held(self, session: Session, nct_ids: Sequence[str]) -> dict[str, Trial]:
+        leases.renew(session, self.owner, self.lease)
+        return leases.held(session, self.owner, nct_ids)
+
+    def claim(self, session: Session, trials: Sequence[Trial]) -> None:
+        leases.claim_trials(session, trials, self.owner, self.lease)
+
+
 def run_cycle(db: Database, client: RegistryClient, *,
               subscriptions: Sequence[Subscription] = (), only: Sequence[str] | None = None,
-              worker: str | None = None, now: Callable[[], datetime] | None = None
+              worker: str | None = None, now: Callable[[], datetime] | None = None,
+              shared: bool | None = None, lease: timedelta = DEFAULT_LEASE,
+              lease_batch: int = LEASE_BATCH, should_stop: Callable[[], bool] | None = None
               ) -> CycleReport:
-    """One cycle over the watched trials (or just ``only``); never raises for registry faults."""
+    """One cycle over the watched trials (or just ``only``); never raises for registry faults.
+
+    ``shared`` (default: on PostgreSQL, unless ``only`` is given) makes the cycle take part
+    in the shared round of several workers, leasing ``lease_batch`` trials at a time for
+    ``lease``; ``should_stop`` is polled while waiting for other workers' leases.
+    """
     clock = now or (lambda: datetime.now(UTC))
+    if shared is None:
+        shared = not db.is_sqlite and only is None
     report = CycleReport(started_at=clock())
     requests_before = client.requests_made
     with db.transaction() as session:
@@ -99,7 +153,14 @@ def run_cycle(db: Database, client: RegistryClient, *,
         last_ok_started = last_ok.started_at if last_ok else None
         last_ok_stamp = last_ok.data_timestamp if last_ok else None
     try:
-        _run(db, client, report, subscriptions, only, last_ok_started, last_ok_stamp, clock)
+        if shared:
+            from monitor.workers import run_round
+
+            run_round(db, client, report, subscriptions, clock, cycle_id=cycle_id,
+                      owner=leases.lease_owner(worker), lease=lease, batch=lease_batch,
+                      should_stop=should_stop)
+        else:
+            _run(db, client, report, subscriptions, only, last_ok_started, last_ok_stamp, clock)
     except RegistryError as exc:  # the registry as a whole is unreachable / blocked
         report.failures.append(f"registry: {exc}")
         report.outcome = "failed"
@@ -116,6 +177,7 @@ def run_cycle(db: Database, client: RegistryClient, *,
         row.failures, row.data_timestamp = len(report.failures), report.data_timestamp
         row.error = "; ".join(report.failures)[:4000] or None
     log.info("cycle.finished", outcome=report.outcome, strategy=report.strategy,
+             round=report.round_id,
              watched=report.watched, fetched=report.fetched, changed=report.changed,
              events=len(report.events), requests=report.requests,
              failures=len(report.failures),
@@ -136,7 +198,7 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
         return
     new_matches: dict[str, str] = {}
     if only is None:
-        new_matches = _run_queries(db, client, report, clock)
+        new_matches = run_queries(db, client, report, clock)
         states = _load_states(db, only)  # queries may have added watched trials
     report.watched = len(states)
     stamps, missing = _list_moved(client, report, states, last_ok_started)
@@ -145,8 +207,8 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
                 or not states[nct_id].has_version}
     for nct_id in new_matches:
         to_fetch.setdefault(nct_id, StudyStamp(nct_id, None))
-    _fetch_and_record(db, client, report, to_fetch, new_matches, subscriptions, clock)
-    _confirm_missing(db, client, report, missing, subscriptions, clock)
+    fetch_and_record(db, client, report, to_fetch, new_matches, subscriptions, clock)
+    confirm_missing(db, client, report, missing, subscriptions, clock)
 
 
 def _has_unrun_query(db: Database) -> bool:
@@ -154,18 +216,18 @@ def _has_unrun_query(db: Database) -> bool:
         return any(q.last_success_at is None for q in repo.saved_queries(session))
 
 
-def _load_states(db: Database, only: Sequence[str] | None) -> dict[str, _TrialState]:
+def _load_states(db: Database, only: Sequence[str] | None) -> dict[str, TrialState]:
     with db.transaction() as session:
         stmt = select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version)
         if only is not None:
             stmt = stmt.where(Trial.nct_id.in_(list(only)))
         else:
             stmt = stmt.where(Trial.watched.is_(True))
-        return {nct_id: _TrialState(nct_id, last, bool(latest))
+        return {nct_id: TrialState(nct_id, last, bool(latest))
                 for nct_id, last, latest in session.execute(stmt.order_by(Trial.nct_id))}
 
 
-def _list_moved(client: RegistryClient, report: CycleReport, states: dict[str, _TrialState],
+def _list_moved(client: RegistryClient, report: CycleReport, states: dict[str, TrialState],
                 last_ok_started: datetime | None
                 ) -> tuple[dict[str, StudyStamp], list[str]]:
     """Stamps of watched trials that may have moved, and IDs a full listing did not return."""
@@ -180,9 +242,17 @@ def _list_moved(client: RegistryClient, report: CycleReport, states: dict[str, _
             report.strategy = "changed-since"
             return _list_changed_since(client, report, states, since), []
     report.strategy = "ids"
+    return list_by_ids(client, report, ids)
+
+
+def list_by_ids(client: RegistryClient, report: CycleReport, ids: Sequence[str]
+                ) -> tuple[dict[str, StudyStamp], list[str]]:
+    """Stamps of the given trials through ``filter.ids``, and the IDs the listing lacked."""
     stamps: dict[str, StudyStamp] = {}
     missing: list[str] = []
-    per_request = max(1, math.ceil(len(ids) / by_ids_cost))
+    if not ids:
+        return stamps, missing
+    per_request = max(1, math.ceil(len(ids) / client.listing_requests(len(ids))))
     for chunk in _chunks(ids, per_request):
         try:
             found = {s.nct_id: s for s in client.iter_stamps(chunk)}
@@ -199,7 +269,7 @@ def _list_moved(client: RegistryClient, report: CycleReport, states: dict[str, _
 
 
 def _list_changed_since(client: RegistryClient, report: CycleReport,
-                        states: dict[str, _TrialState], since: date) -> dict[str, StudyStamp]:
+                        states: dict[str, TrialState], since: date) -> dict[str, StudyStamp]:
     stamps = {}
     for stamp in client.changed_since_stamps(since):
         if stamp.nct_id in states:
@@ -215,11 +285,14 @@ def _by_alias(stamps: Iterable[StudyStamp], nct_id: str) -> StudyStamp | None:
     return next((s for s in stamps if nct_id in s.aliases), None)
 
 
-def _run_queries(db: Database, client: RegistryClient, report: CycleReport,
-                 clock: Callable[[], datetime]) -> dict[str, str]:
+def run_queries(db: Database, client: RegistryClient, report: CycleReport,
+                clock: Callable[[], datetime], guard: LeaseGuard | None = None,
+                renew: Callable[[], None] | None = None) -> dict[str, str]:
     """Run saved queries; returns new matches {nct_id: query name} that deserve new_trial.
 
-    A query's first run is its baseline: its matches become watched without alerts.
+    A query's first run is its baseline: its matches become watched without alerts. With a
+    ``guard`` the new matches are leased to this worker in the same transaction, so no other
+    worker fetches them without their ``new_trial`` event; ``renew`` is called per query.
     """
     with db.transaction() as session:
         queries = [(q.id, q.name, q.term, q.condition, q.last_success_at)
@@ -242,17 +315,23 @@ def _run_queries(db: Database, client: RegistryClient, report: CycleReport,
                                            matched_at=started))
                 if is_new and last_success is not None and not trial.watched:
                     new_matches[stamp.nct_id] = name
+                    if guard is not None:
+                        guard.claim(session, [trial])
                 trial.watched = True
             saved = session.get(SavedQuery, query_id)
             assert saved is not None
             saved.last_success_at = started
+        if renew is not None:
+            renew()
     return new_matches
 
 
-def _fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
-                      to_fetch: dict[str, StudyStamp], new_matches: dict[str, str],
-                      subscriptions: Sequence[Subscription],
-                      clock: Callable[[], datetime]) -> None:
+def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
+                     to_fetch: dict[str, StudyStamp], new_matches: dict[str, str],
+                     subscriptions: Sequence[Subscription], clock: Callable[[], datetime],
+                     guard: LeaseGuard | None = None) -> None:
+    """Fetch full documents page by page; each page is recorded in one transaction (with a
+    ``guard``, only the trials this worker still leases)."""
     for chunk in _chunks(sorted(to_fetch), FETCH_PAGE):
         try:
             documents = list(client.iter_studies(chunk, page_size=FETCH_PAGE))
@@ -261,12 +340,20 @@ def _fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
             continue
         fetched_at = clock()
         with db.transaction() as session:
+            if guard is not None:
+                trials = guard.held(session, chunk)
+            else:  # one query for the page, not one per trial
+                trials = {t.nct_id: t for t in session.scalars(
+                    select(Trial).where(Trial.nct_id.in_(list(chunk))))}
             for document in documents:
                 try:
                     record = parse_study(document)
                 except ParseError as exc:
                     report.failures.append(f"parse: {exc}")
                     log.warning("cycle.bad_record", reason=str(exc))
+                    continue
+                if guard is not None and record.nct_id not in trials:
+                    log.warning("cycle.lease_lost", nct_id=record.nct_id)
                     continue
                 extra = []
                 if record.nct_id in new_matches:
@@ -284,20 +371,22 @@ def _fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
                 report.records.append(outcome)
                 report.events.extend(outcome.events)
                 report.changed += int(outcome.changed)
-                trial = repo.trial(session, record.nct_id)
+                trial = trials.get(record.nct_id) or repo.trial(session, record.nct_id)
                 assert trial is not None
                 trial.registry_last_update = record.last_update_posted
                 trial.last_error = None
 
 
-def _confirm_missing(db: Database, client: RegistryClient, report: CycleReport,
-                     missing: Sequence[str], subscriptions: Sequence[Subscription],
-                     clock: Callable[[], datetime]) -> None:
+def confirm_missing(db: Database, client: RegistryClient, report: CycleReport,
+                    missing: Sequence[str], subscriptions: Sequence[Subscription],
+                    clock: Callable[[], datetime], guard: LeaseGuard | None = None) -> None:
     for nct_id in missing:
         try:
             client.get_study(nct_id)
         except TrialNotFound:
             with db.transaction() as session:
+                if guard is not None and not guard.held(session, [nct_id]):
+                    continue
                 trial = repo.trial(session, nct_id)
                 assert trial is not None
                 event = record_removal(session, trial, now=clock(),

@@ -1,5 +1,9 @@
 """SQLAlchemy 2.x models: trials, their versions, change events, alert outbox, queries, cycles.
 
+``CycleRound`` and the trial lease columns let several workers share one PostgreSQL database
+(see ``monitor.workers``): a round is one pass over the watched trials for one registry data
+load; each trial records the round it was last checked in.
+
 Documents (canonical records, event values) are JSON on SQLite and JSONB on PostgreSQL.
 The raw registry document is kept zlib-compressed beside its canonical record, so a newer
 parser can re-derive records later.
@@ -81,8 +85,14 @@ class Trial(Base):
     # Multi-worker lease (PostgreSQL): who holds this trial for the current cycle, until when.
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
+    # The round (``cycle_rounds.id``) this trial was last checked in; rounds only grow, so
+    # "not checked in round R yet" is ``checked_round IS NULL OR checked_round < R``.
+    checked_round: Mapped[int | None]
 
-    __table_args__ = (Index("ix_trials_watched", "watched"),)
+    __table_args__ = (
+        Index("ix_trials_watched", "watched"),
+        Index("ix_trials_checked_round", "checked_round"),
+    )
 
 
 class Version(Base):
@@ -131,6 +141,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_trial_version", "trial_id", "to_version"),
         Index("ix_events_detected_at", "detected_at"),
+        Index("ix_events_trial_detected_at", "trial_id", "detected_at"),
     )
 
 
@@ -205,3 +216,40 @@ class Cycle(Base):
     data_timestamp: Mapped[str | None] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    # The shared round this worker's cycle took part in (PostgreSQL workers; None on SQLite).
+    round_id: Mapped[int | None]
+
+
+class CycleRound(Base):
+    """One pass over the watched trials shared by every worker: "this cycle" on PostgreSQL.
+
+    A round belongs to one registry data load (``data_timestamp`` from ``/version``): every
+    worker that sees the same load joins the same round, leases batches of trials not yet
+    checked in it, and checks each exactly once. A round that ended with failures is followed
+    by a new round for the same load, so failed trials are retried next cycle. The
+    *preparation* (saved queries, choice of listing strategy, the changed-since listing) is
+    done once per round by whichever worker holds ``prep_owner``/``prep_until``.
+    """
+
+    __tablename__ = "cycle_rounds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    data_timestamp: Mapped[str | None] = mapped_column(String(64))
+    opened_at: Mapped[datetime]
+    opened_by: Mapped[str | None] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None]
+    prep_owner: Mapped[str | None] = mapped_column(String(64))
+    prep_until: Mapped[datetime | None]
+    prepared_at: Mapped[datetime | None]
+    strategy: Mapped[str | None] = mapped_column(String(32))
+    # changed-since strategy: {nct_id: last update posted} of watched trials that moved.
+    stamps: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    workers: Mapped[int] = mapped_column(Integer, default=0)
+    checked: Mapped[int] = mapped_column(Integer, default=0)
+    fetched: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_cycle_rounds_data_timestamp", "data_timestamp"),)

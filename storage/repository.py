@@ -65,12 +65,15 @@ def has_version_with_hash(session: Session, trial_row: Trial, content_hash: str)
 
 
 def add_version(session: Session, trial_row: Trial, **fields: Any) -> Version:
-    """Append the next version number for the trial and make it the latest."""
+    """Append the next version number for the trial and make it the latest.
+
+    Not flushed here: the next query's autoflush (or the commit) writes the row together with
+    the trial's other changes, one UPDATE of the trial per version rather than two.
+    """
     number = trial_row.latest_version + 1
     row = Version(trial_id=trial_row.id, version=number, **fields)
     session.add(row)
     trial_row.latest_version = number
-    session.flush()
     return row
 
 

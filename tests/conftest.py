@@ -8,6 +8,9 @@ import pytest
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
+# PostgreSQL fixtures (pg_server, pg_url, pg_module_url, backend, backend_url): tests/pg.py
+pytest_plugins = ["pg"]
+
 
 @pytest.fixture(scope="session")
 def ctgov_dir() -> Path:

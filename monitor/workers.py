@@ -1,0 +1,241 @@
+"""Several workers, one cycle: the shared-round path of ``run_cycle`` on PostgreSQL.
+
+    join the round of this data load ─► prepare it (one worker: queries, strategy)
+        ─► lease ≤1000 unchecked trials (FOR UPDATE SKIP LOCKED) ─► list / fetch / record
+        ─► stamp them checked_round ─► lease again ... ─► none left: wait for other workers'
+           leases (taking over expired ones) until the round is complete, then close it
+
+The design (what a round is, how leases expire and are taken over) is described in
+``monitor.cycle``'s docstring and in ``docs/POSTGRES.md``; the SQL is ``storage.leases``.
+The steps themselves (listing, fetching, recording, removals, queries) are the ones the
+single-process cycle uses, called with a ``LeaseGuard`` so only leased trials are written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.orm import Session
+
+from monitor.cycle import (
+    CHANGED_SINCE_OVERLAP,
+    LISTING_PAGE,
+    CycleReport,
+    LeaseGuard,
+    TrialState,
+    confirm_missing,
+    fetch_and_record,
+    list_by_ids,
+    run_queries,
+)
+from monitor.ingest import Subscription
+from monitor.sources.ctgov import RegistryClient, RegistryError, StudyStamp
+from storage import leases
+from storage import repository as repo
+from storage.engine import Database
+from storage.models import Cycle
+
+log = structlog.get_logger(__name__)
+
+MAX_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the round lists its trials: ``ids`` per batch, or the round's changed-since stamps."""
+
+    strategy: str
+    stamps: dict[str, str | None] | None
+
+
+def run_round(db: Database, client: RegistryClient, report: CycleReport,
+              subscriptions: Sequence[Subscription], clock: Callable[[], datetime], *,
+              cycle_id: int, owner: str, lease: timedelta, batch: int,
+              should_stop: Callable[[], bool] | None) -> None:
+    """This worker's share of the round for the registry's current data load."""
+    report.data_timestamp = client.version().data_timestamp
+    with db.transaction() as session:
+        state = leases.join_round(session, data_timestamp=report.data_timestamp, owner=owner,
+                                  now=report.started_at)
+        cycle_row = session.get(Cycle, cycle_id)
+        assert cycle_row is not None
+        cycle_row.round_id = state.id
+        unrun_query = leases.has_unrun_query(session)
+    report.round_id = state.id
+    worker = _RoundWorker(db, client, report, subscriptions, clock, state.id, owner, lease,
+                          batch, should_stop)
+    log.info("cycle.round_joined", round=state.id, owner=owner, closed=state.closed)
+    try:
+        plan = worker.prepare(state, needed=state.prepared_at is None or unrun_query)
+        if plan is not None:
+            report.strategy = plan.strategy
+            worker.check_all(plan)
+    finally:
+        worker.release()
+    if state.closed and report.watched == 0:
+        report.strategy = "unchanged-data"  # the round for this data load was already done
+
+
+class _RoundWorker:
+    def __init__(self, db: Database, client: RegistryClient, report: CycleReport,
+                 subscriptions: Sequence[Subscription], clock: Callable[[], datetime],
+                 round_id: int, owner: str, lease: timedelta, batch: int,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.db, self.client, self.report = db, client, report
+        self.subscriptions, self.clock = subscriptions, clock
+        self.round_id, self.owner, self.lease, self.batch = round_id, owner, lease, batch
+        self.should_stop = should_stop or (lambda: False)
+        self.guard = LeaseGuard(owner, lease)
+        self.poll = min(MAX_POLL_SECONDS, lease.total_seconds() / 4)
+        self._counted = (0, 0, 0, 0, client.requests_made)
+
+    # ------------------------------------------------------------- preparation
+
+    def prepare(self, state: leases.RoundState, *, needed: bool) -> Plan | None:
+        """The round's plan: prepared by this worker, or by another one we wait for."""
+        if not needed:
+            return Plan(state.strategy or "ids", state.stamps)
+        while True:
+            with self.db.transaction() as session:
+                outcome = leases.claim_preparation(session, self.round_id, self.owner,
+                                                   self.lease, seen_prepared_at=state.prepared_at)
+                current = leases.round_state(session, self.round_id)
+            if outcome == "claimed":
+                return self._prepare(current)
+            if outcome == "done":
+                return Plan(current.strategy or "ids", current.stamps)
+            if self.should_stop():
+                return None
+            time.sleep(self.poll)
+
+    def _prepare(self, state: leases.RoundState) -> Plan:
+        def renew() -> None:
+            with self.db.transaction() as session:
+                leases.renew_preparation(session, self.round_id, self.owner, self.lease)
+
+        new_matches = run_queries(self.db, self.client, self.report, self.clock,
+                                  guard=self.guard, renew=renew)
+        if state.strategy is None:
+            strategy, stamps = self._choose_strategy()
+        else:
+            strategy, stamps = state.strategy, state.stamps
+        with self.db.transaction() as session:
+            leases.finish_preparation(session, self.round_id, self.owner,
+                                      strategy=strategy, stamps=stamps)
+            self._add_counts(session)  # a failed query makes the round "partial"
+            state = leases.round_state(session, self.round_id)
+        log.info("cycle.round_prepared", round=self.round_id, strategy=state.strategy,
+                 new_matches=len(new_matches))
+        if new_matches:  # leased to us by run_queries: fetched here, with new_trial events
+            to_fetch = {nct_id: StudyStamp(nct_id, None) for nct_id in new_matches}
+            self.report.watched += len(to_fetch)
+            fetch_and_record(self.db, self.client, self.report, to_fetch, new_matches,
+                             self.subscriptions, self.clock, guard=self.guard)
+            self._finish(sorted(to_fetch))
+        return Plan(state.strategy or strategy, state.stamps)
+
+    def _choose_strategy(self) -> tuple[str, dict[str, str | None] | None]:
+        """``ids`` (one listing page per batch) unless one changed-since listing is cheaper."""
+        with self.db.transaction() as session:
+            count = leases.unchecked_count(session, self.round_id)
+            last_ok = leases.last_ok_round_opened(session, self.round_id)
+            if last_ok is None and (cycle := repo.last_successful_cycle(session)) is not None:
+                last_ok = cycle.started_at  # history from before the shared rounds
+        full, rest = divmod(count, self.batch)
+        by_ids_cost = full * self.client.listing_requests(self.batch) + (
+            self.client.listing_requests(rest) if rest else 0)
+        if last_ok is None or by_ids_cost <= 2:
+            return "ids", None
+        since = (last_ok - CHANGED_SINCE_OVERLAP).date()
+        try:
+            changed = self.client.count_changed_since(since)
+            if 1 + math.ceil(changed / LISTING_PAGE) >= by_ids_cost:
+                return "ids", None
+            with self.db.transaction() as session:
+                watched = set(repo.watched_ids(session))
+            stamps = {s.nct_id: s.last_update_posted
+                      for s in self.client.changed_since_stamps(since) if s.nct_id in watched}
+        except RegistryError as exc:  # the per-batch listing still works: fall back to it
+            log.warning("cycle.changed_since_unavailable", reason=str(exc))
+            return "ids", None
+        return "changed-since", stamps
+
+    # ------------------------------------------------------------- the trials
+
+    def check_all(self, plan: Plan) -> None:
+        """Lease and check batches until the round is complete (or waiting is pointless)."""
+        deadline: float | None = None
+        while not self.should_stop():
+            with self.db.transaction() as session:
+                leased = leases.lease_trials(session, self.round_id, self.owner, self.lease,
+                                             self.batch)
+            if leased:
+                self._check_batch(leased, plan)
+                deadline = None
+                continue
+            with self.db.transaction() as session:
+                if leases.close_round(session, self.round_id):
+                    log.info("cycle.round_closed", round=self.round_id)
+                    return
+            # Others hold the rest: wait for them, or for their leases to expire (a worker
+            # that died). A live worker renews its leases; after one lease period without
+            # getting anything, leave the rest to it (or to the next cycle).
+            moment = time.monotonic()
+            if deadline is None:
+                deadline = moment + self.lease.total_seconds() + self.poll
+            elif moment >= deadline:
+                log.info("cycle.round_left_to_others", round=self.round_id)
+                return
+            time.sleep(self.poll)
+
+    def _check_batch(self, leased: Sequence[leases.LeasedTrial], plan: Plan) -> None:
+        states = {t.nct_id: TrialState(t.nct_id, t.registry_last_update, t.has_version)
+                  for t in leased}
+        self.report.watched += len(states)
+        missing: list[str] = []
+        if plan.strategy == "changed-since":
+            known = plan.stamps or {}
+            stamps = {n: StudyStamp(n, known[n]) for n in states if n in known}
+            for state in states.values():
+                if not state.has_version:
+                    stamps.setdefault(state.nct_id, StudyStamp(state.nct_id, None))
+        else:
+            stamps, missing = list_by_ids(self.client, self.report, list(states))
+        to_fetch = {n: s for n, s in stamps.items()
+                    if s.last_update_posted != states[n].last_update
+                    or not states[n].has_version}
+        fetch_and_record(self.db, self.client, self.report, to_fetch, {}, self.subscriptions,
+                         self.clock, guard=self.guard)
+        confirm_missing(self.db, self.client, self.report, missing, self.subscriptions,
+                        self.clock, guard=self.guard)
+        self._finish(list(states))
+
+    def _finish(self, nct_ids: Sequence[str]) -> None:
+        """Stamp the trials checked in the round; add what this worker did to its totals."""
+        with self.db.transaction() as session:
+            checked = leases.mark_checked(session, self.round_id, self.owner, nct_ids)
+            self._add_counts(session, checked)
+
+    def _add_counts(self, session: Session, checked: int = 0) -> None:
+        report = self.report
+        now = (report.fetched, report.changed, len(report.events), len(report.failures),
+               self.client.requests_made)
+        fetched, changed, events, failures, requests = (
+            a - b for a, b in zip(now, self._counted, strict=True))
+        self._counted = now
+        leases.add_counts(session, self.round_id, checked=checked, fetched=fetched,
+                          changed=changed, events=events, failures=failures,
+                          requests=requests)
+
+    def release(self) -> None:
+        """Give back whatever this worker still leases (stopping, or an error)."""
+        try:
+            with self.db.transaction() as session:
+                leases.release(session, self.owner)
+        except Exception as exc:  # the database itself failed; the leases will expire
+            log.warning("cycle.release_failed", reason=str(exc))
