@@ -168,6 +168,7 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
     if not isinstance(doc, Mapping):
         raise ParseError(
             f"not a ClinicalTrials.gov study: expected a JSON object, got {_kind(doc)}")
+    _check_depth(doc)
     if "protocolSection" not in doc:
         raise ParseError("not a ClinicalTrials.gov study: no protocolSection")
     protocol = _obj(doc, "protocolSection", "document")
@@ -237,6 +238,23 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
         refs, "references", path, {"pmid": "pmid", "type": "type", "citation": "citation"}), [])
 
     return TrialRecord.build(nct_id, sections)
+
+
+# Real documents nest about 10 levels deep; the raw document is stored as JSON (orjson writes
+# at most 254 levels), so anything deeper is refused here, before anything serializes it.
+MAX_DEPTH = 64
+
+
+def _check_depth(doc: Mapping[str, Any]) -> None:
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, Mapping) else value
+        for child in children:
+            if isinstance(child, Mapping | list):
+                if depth >= MAX_DEPTH:
+                    raise ParseError(f"document is nested deeper than {MAX_DEPTH} levels")
+                stack.append((child, depth + 1))
 
 
 def _sorted(values: list[str] | _Missing) -> list[str] | _Missing:
