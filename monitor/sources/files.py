@@ -78,6 +78,8 @@ def read_record_file(path: Path) -> list[ParsedDocument]:
 
 def parse_record_bytes(data: bytes, origin: str) -> list[ParsedDocument]:
     """Parse the content of a record file (the same checks as ``read_record_file``)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ParseError(f"file is larger than 50 MB ({len(data)} bytes)")
     if not data.strip():
         raise ParseError("empty file")
     if b"\x00" in data:
