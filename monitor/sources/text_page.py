@@ -61,21 +61,22 @@ _FIELDS: dict[str, tuple[str, str]] = {
 }
 _FIELD_INLINE_RE = re.compile(
     r"^(" + "|".join(sorted((re.escape(k) for k in _FIELDS), key=len, reverse=True))
-    + r")\s*:?\s+(\S.{0,59})$",
+    + r")(?:\s*:)?\s+(\S.{0,59})$",  # not "\s*:?\s+": quadratic on long blank runs
     re.IGNORECASE,
 )
 # Sections of free text, where "Time Perspective of ..." is text, not an inline field heading.
 _FREE_TEXT = frozenset({"brief summary", "detailed description", "study groups", "interventions"})
 _NCT_LINE_RE = re.compile(r"^NCT ID\s*:\s*(\S*)\s*$", re.IGNORECASE)
-_UPDATED_RE = re.compile(r"^Last Updated\s*:\s*(.+?)\s*$", re.IGNORECASE)
+_UPDATED_RE = re.compile(r"^Last Updated\s*:\s*(.*\S)$", re.IGNORECASE)
 _EXPLAINER_VERB_RE = re.compile(
     r"^(?:Get|Review|Dive|See|Understand|Learn|Check|Meet|Identify|Reach|Explore|Find|"
     r"Discover|Browse|View|Read|Track|Compare|Additional)\b"
 )
-_TYPE_SUFFIX_RE = re.compile(r"^(.*?)\s*\(?\b(actual|estimated|anticipated)\b\)?$", re.IGNORECASE)
+_TYPE_SUFFIX_RE = re.compile(r"\(?\b(actual|estimated|anticipated)\b\)?$", re.IGNORECASE)
 _MONTHS = {m: i for i, m in enumerate(
     ["january", "february", "march", "april", "may", "june", "july", "august", "september",
      "october", "november", "december"], start=1)}
+MAX_PHONE_LENGTH = 40  # also keeps _PHONE_RE's backtracking bounded
 _PHONE_RE = re.compile(r"^\+?[\d\s().\-/]{6,}(?:\s*(?:x|ext\.?)\s*\d+)?$", re.IGNORECASE)
 _ENUM_WORDS_RE = re.compile(r"[^A-Za-z0-9]+")
 
@@ -216,10 +217,12 @@ def _iso(value: str) -> str:
 
 def _date(value: str) -> dict[str, str]:
     """A date as shown; a shown "(Actual)" / "(Estimated)" becomes its type."""
-    match = _TYPE_SUFFIX_RE.match(value.strip())
-    if match and match.group(1):
-        kind = match.group(2).upper()
-        return {"date": _iso(match.group(1)), "type": "ESTIMATED" if kind != "ACTUAL" else kind}
+    value = value.strip()
+    match = _TYPE_SUFFIX_RE.search(value)  # a search: "^(.*?)\s*..." is quadratic on blanks
+    shown = value[:match.start()].rstrip() if match else ""
+    if match and shown:
+        kind = match.group(1).upper()
+        return {"date": _iso(shown), "type": "ESTIMATED" if kind != "ACTUAL" else kind}
     return {"date": _iso(value.strip())}
 
 
@@ -237,9 +240,10 @@ def _field_value(heading: str, paragraphs: list[list[str]]) -> Any:
                       if p.strip())
     if field == "enrollment":
         match = re.match(r"^(\d[\d,]*)\b(.*)$", value)
-        if not match:
+        digits = match.group(1).replace(",", "") if match else ""
+        if not match or len(digits) > 12:  # not a participant count (nor a 64-bit integer)
             return None
-        enrollment: dict[str, Any] = {"count": int(match.group(1).replace(",", ""))}
+        enrollment: dict[str, Any] = {"count": int(digits)}
         kind = re.search(r"\b(actual|estimated|anticipated)\b", match.group(2), re.IGNORECASE)
         if kind:
             enrollment["type"] = "ACTUAL" if kind.group(1).lower() == "actual" else "ESTIMATED"
@@ -410,7 +414,7 @@ def _contacts(body: list[str]) -> Emitted:
         for detail in lines[row + 1:end]:
             if "@" in detail and " " not in detail.strip():
                 contact["email"] = detail.strip()
-            elif _PHONE_RE.match(detail):
+            elif len(detail) <= MAX_PHONE_LENGTH and _PHONE_RE.match(detail):
                 contact["phone"] = detail.strip()
         contacts.append(contact)
     return [("contacts", "central_contacts", contacts)] if contacts else []
