@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect
 
 from storage.engine import Database
 
@@ -43,11 +43,17 @@ def current_revision(db: Database) -> str | None:
 def upgrade(db: Database) -> tuple[str | None, str]:
     """Apply every pending migration; returns (revision before, revision after)."""
     before = current_revision(db)
-    config = _alembic_config()
     with db.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        upgrade_connection(connection)
     return before, head_revision()
+
+
+def upgrade_connection(connection: Connection, revision: str = "head") -> None:
+    """Apply migrations inside the caller's transaction (``db migrate-to`` copies the data
+    in the same one, so a failure leaves the target as empty as it was)."""
+    config = _alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
 
 
 def is_empty(db: Database) -> bool:
