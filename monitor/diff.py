@@ -6,10 +6,7 @@ How it works:
    never counts as a change) and identity-keyed lists become dicts keyed by identity
    (a site by facility+city, an outcome by measure, a criterion by text), so reordering is
    not a change and one added site is one entry.
-3. The projections are compared field by field (strict JSON equality: ``1`` is not ``1.0``
-   nor ``true``), which says *which* fields differ; the keyed lists then say which items.
-   (deepdiff answered the same question at 10-500x the cost: a whole 1,148-site list walked
-   item by item, only to learn that ``sites`` changed.)
+3. deepdiff compares the projections and says *where* they differ (field, list item).
 4. ``FIELD_RULES`` says *what* each difference is: its event kind, severity and label.
    Removed + added list items that are near-identical are paired into one "reworded" or
    "changed" event (outcome switching, a criterion edited) instead of two.
@@ -21,6 +18,8 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+from deepdiff import DeepDiff
 
 from monitor.events import ChangeEvent, humanize, shorten, sort_key
 from monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
@@ -221,7 +220,8 @@ def _common(a: Any, b: Any) -> tuple[Any, Any]:
 def _diff_section(nct_id: str, section: str, old: Mapping[str, Any],
                   new: Mapping[str, Any]) -> list[ChangeEvent]:
     old_p, new_p = project(section, old, new)
-    changed_fields = sorted(key for key in old_p if _differs(old_p[key], new_p[key]))
+    delta = DeepDiff(old_p, new_p, view="tree", verbose_level=0)
+    changed_fields = sorted({_top_key(level) for levels in delta.values() for level in levels})
     events: list[ChangeEvent] = []
     for key in changed_fields:
         rule = FIELD_RULES.get((section, key), FieldRule("other", "low", key))
@@ -238,9 +238,9 @@ def _diff_section(nct_id: str, section: str, old: Mapping[str, Any],
     return events
 
 
-def _differs(a: Any, b: Any) -> bool:
-    """Unequal, or equal in Python but not as JSON (``1`` vs ``1.0``, ``true`` vs ``1``)."""
-    return bool(a != b) or canonical_dumps(a) != canonical_dumps(b)
+def _top_key(level: Any) -> str:
+    path = level.path(output_format="list")
+    return str(path[0])
 
 
 def _event(nct_id: str, rule: FieldRule, field: str, old: Any, new: Any, summary: str,
