@@ -67,6 +67,10 @@ def record_observation(session: Session, observation: Observation, *,
     latest = repo.latest_version(session, trial_row)
     events: list[ChangeEvent] = []
     if latest is not None:
+        if not historical and repo.has_version_with_hash(session, trial_row, record.content_hash):
+            # a replay of an older version (an ingest run again): going "back" to it would
+            # be a false alert, and going forward again another one
+            return RecordOutcome(record.nct_id, latest.version, False, [])
         previous = _known_state(session, trial_row, latest)
         if latest.content_hash == record.content_hash or record.knows_less_or_equal(previous):
             return RecordOutcome(record.nct_id, latest.version, False, [])

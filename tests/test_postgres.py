@@ -1,0 +1,187 @@
+"""What only PostgreSQL has: JSONB documents, the hot-query indexes, URL spellings, row
+locks that skip (leases, outbox claims), and the fixtures' skip-or-fail when it is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from receivers import WebhookReceiver, webhook_receiver
+from sqlalchemy import insert, text
+
+from monitor.cli import cli
+from notifiers.outbox import DeliveryPolicy, deliver_due
+from notifiers.registry import build_channel
+from storage import leases
+from storage.engine import Database, normalize_url, open_database
+from storage.models import OutboxEntry, Trial
+from storage.schema import ensure_schema
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO / "seeds" / "NCT07328581.txt"
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[Database]:
+    database = open_database(pg_url)
+    ensure_schema(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
+def migrated(pg_module_url: str) -> Iterator[Database]:
+    """One database at the head revision, for the read-only schema checks."""
+    database = open_database(pg_module_url)
+    ensure_schema(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+def rows(db: Database, sql: str, **params: object) -> list[tuple[object, ...]]:
+    with db.engine.connect() as connection:
+        return [tuple(r) for r in connection.execute(text(sql), params)]
+
+
+@pytest.mark.postgres
+def test_documents_are_stored_as_jsonb(migrated):
+    found = set(rows(migrated, "SELECT table_name, column_name FROM information_schema.columns "
+                         "WHERE table_schema = 'public' AND data_type = 'jsonb'"))
+    assert found == {("versions", "canonical"), ("versions", "section_hashes"),
+                     ("events", "old"), ("events", "new"), ("outbox", "event_ids"),
+                     ("cycle_rounds", "stamps")}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("table", "columns"), [
+    ("versions", "(trial_id, version)"),             # the latest version of a trial
+    ("outbox", "(status, next_attempt_at)"),         # due alerts
+    ("events", "(trial_id, detected_at)"),           # a trial's changes by time
+    ("events", "(trial_id, to_version)"),            # events between two versions
+    ("events", "(detected_at)"),                     # recent changes across trials
+    ("trials", "(checked_round)"),                   # leasing what a round has not checked
+    ("cycle_rounds", "(data_timestamp)"),            # the round of a data load
+], ids=lambda value: value.strip("()").replace(", ", "+"))
+def test_hot_queries_have_an_index(migrated, table, columns):
+    definitions = [str(d) for (d,) in rows(
+        migrated, "SELECT indexdef FROM pg_indexes WHERE tablename = :t", t=table)]
+    assert any(d.endswith(f"USING btree {columns}") for d in definitions), definitions
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_every_url_spelling_works_for_the_commands(pg_url, scheme):
+    url = scheme + "://" + pg_url.split("://", 1)[1]
+    runner = CliRunner()
+    ingested = runner.invoke(cli, ["--db", url, "ingest", "--json", str(SEED)])
+    assert ingested.exit_code == 0, ingested.output
+    listed = runner.invoke(cli, ["--db", url, "list", "--json"])
+    assert [t["nct_id"] for t in json.loads(listed.stdout)] == ["NCT07328581"]
+    assert normalize_url(url).startswith("postgresql+psycopg://")
+
+
+def test_an_unreachable_server_is_a_one_line_error():
+    result = CliRunner().invoke(cli, ["--db", "postgresql://postgres@127.0.0.1:1/none", "list"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("trialwatch: error: database postgresql://")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.postgres
+def test_two_workers_leasing_at_once_get_disjoint_batches_without_waiting(db):
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        session.execute(insert(Trial), [{"nct_id": f"NCT{n:08d}", "first_seen_at": now,
+                                         "watched": True} for n in range(1, 11)])
+        state = leases.join_round(session, data_timestamp="2026-11-25T09:00:00",
+                                  owner="setup", now=now)
+    lease = timedelta(minutes=5)
+    first = db.sessions()
+    try:
+        with first.begin():  # still open: its rows stay locked while the second one leases
+            a = leases.lease_trials(first, state.id, "a", lease, 4)
+            with db.transaction() as second:
+                b = leases.lease_trials(second, state.id, "b", lease, 100)
+    finally:
+        first.close()
+    assert len(a) == 4 and len(b) == 6
+    assert {t.nct_id for t in a}.isdisjoint({t.nct_id for t in b})
+    with db.transaction() as session:  # both hold live leases now: nothing left to lease
+        assert leases.lease_trials(session, state.id, "c", lease, 100) == []
+        assert leases.mark_checked(session, state.id, "c", [t.nct_id for t in a]) == 0
+        assert leases.mark_checked(session, state.id, "a", [t.nct_id for t in a]) == 4
+        assert leases.unchecked_count(session, state.id) == 6
+
+
+@pytest.mark.postgres
+def test_an_expired_lease_is_taken_over(db):
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        session.execute(insert(Trial), [{"nct_id": "NCT00000001", "first_seen_at": now,
+                                         "watched": True}])
+        state = leases.join_round(session, data_timestamp="x", owner="setup", now=now)
+    with db.transaction() as session:
+        assert len(leases.lease_trials(session, state.id, "dead", timedelta(0), 10)) == 1
+    with db.transaction() as session:
+        (taken,) = leases.lease_trials(session, state.id, "alive", timedelta(minutes=1), 10)
+        assert leases.held(session, "dead", [taken.nct_id]) == {}
+        assert list(leases.held(session, "alive", [taken.nct_id])) == [taken.nct_id]
+
+
+@pytest.mark.postgres
+def test_outbox_rows_claimed_by_concurrent_deliverers_are_sent_exactly_once(db, hook):
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        session.execute(insert(Trial), [{"nct_id": "NCT00000001", "first_seen_at": now}])
+        trial_id = session.scalar(text("SELECT id FROM trials"))
+        session.execute(insert(OutboxEntry), [
+            {"id": f"msg_{n:04d}", "channel": "hook", "trial_id": trial_id, "version": 1,
+             "event_ids": [], "status": "pending", "attempts": 0, "next_attempt_at": now,
+             "created_at": now} for n in range(60)])
+    hook.delay = 0.002
+    url = db.engine.url.render_as_string(hide_password=False)
+    results: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def deliverer() -> None:
+        own = open_database(url)
+        channel = build_channel("hook", {"type": "webhook", "url": hook.url}, {})
+        barrier.wait()
+        results.append(deliver_due(own, {"hook": channel}, DeliveryPolicy(batch=7)).delivered)
+        own.close()
+
+    threads = [threading.Thread(target=deliverer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    ids = [r.headers["webhook-id"] for r in hook.requests]
+    assert sum(results) == 60 and len(ids) == len(set(ids)) == 60
+    assert rows(db, "SELECT status, attempts, count(*) FROM outbox GROUP BY 1, 2") == [
+        ("delivered", 1, 60)]
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", "1 skipped"), ("1", "1 error")])
+def test_without_a_server_postgres_tests_skip_or_fail_on_ci(ci, outcome):
+    env = {**os.environ, "TRIALWATCH_TEST_PG": "postgresql://postgres@127.0.0.1:1/test",
+           "CI": ci}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:randomly",
+         "tests/test_postgres.py::test_documents_are_stored_as_jsonb"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert outcome in result.stdout, result.stdout
+    assert "PostgreSQL not reachable" in result.stdout
