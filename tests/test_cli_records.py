@@ -172,6 +172,13 @@ def test_diff_two_files_needs_no_database(tw: Tw, recruiting: Path) -> None:
     assert not tw.db_path.exists()
 
 
+def test_diff_two_files_works_with_an_unusable_database(tw: Tw, recruiting: Path) -> None:
+    result = tw.runner.invoke(cli, ["--db", "nonsense://nowhere", "diff",
+                                    str(fixture_path(SEED_JSON)), str(recruiting), "--json"])
+    assert result.exit_code == 1, result.stderr
+    assert len(orjson.loads(result.stdout)["events"]) == 2
+
+
 def test_diff_two_files_exit_0_when_equal(tw: Tw) -> None:
     result = tw("diff", SEED_PAGE, fixture_path(SEED_JSON), "--json")
     assert result.exit_code == 0, result.stderr
