@@ -4,34 +4,43 @@ The registry's history (``monitor.sources.ctgov_history``) lists versions R0..RN
 imported becomes a stored version with ``registry_version`` = its registry number,
 ``source="backfill"``, ``historical=True`` and ``fetched_at`` = its posting date (midnight
 UTC); the events between consecutive versions are stored ``historical`` and are never put
-in the outbox. Within the imported chain a registry version whose canonical content equals
-the one before it is skipped (it changed nothing trialwatch keeps).
+in the outbox. A registry version whose canonical content equals the one before it is
+skipped (it changed nothing trialwatch keeps).
 
-Local version numbers are append-only (events and alerts reference them) and the newest one
-is what ``check`` diffs the next fetch against, so where the history goes depends on what
-the trial already has. Each run picks one of four cases:
+Local version numbers always follow the registry's order: ``history`` lists the past before
+the present and a status event reads "Not yet recruiting → Recruiting", never the reverse.
+Each run picks one of four cases:
 
 * **fresh** - no stored version: R0..RN become versions 1..N+1, in registry order.
-* **continue** - the newest stored version came from a backfill: carry on from the registry
+* **continue** - every stored version came from a backfill: carry on from the registry
   version after the last one stored. This is both *resume* (an interrupted run keeps what it
   stored: every version is committed on its own, so a trial with 80 versions costs 81
   requests and a resumed one fewer) and *idempotency* (a complete trial costs one request
   and stores nothing).
-* **merge** - the trial was watched or ingested before any backfill: the past cannot be
-  numbered before the versions already stored, so it is appended after them as one
-  self-contained chain R0..Rk, where Rk is the registry version whose content equals the
-  current latest version (matched by content hash, or failing that by posting date).
-  Ending the chain on Rk is deliberate: it is the one content duplicate a merge writes, and
-  it keeps the newest local version equal to the registry's current record, so the next
-  ``check`` stays quiet. When nothing older differs from the current content no version is
-  written; the current version just learns its registry number. Registry versions newer
-  than the latest stored one are left to ``check``, which alerts on them. A merge is
-  written in one transaction: all or nothing (an interrupted merge starts again).
-* **caught up** - ``check`` stored a version after an earlier backfill: the versions in
-  between are already summarised by the events ``check`` stored; nothing is imported.
+* **merge** - the trial was watched or ingested before any backfill (its first version has
+  no registry number): fetch the registry versions posted on or before its newest version,
+  then, in ONE transaction (all or nothing; an interrupted merge starts again):
 
-When the trial has versions from other sources, only registry versions posted on or before
-the newest of those are imported (later ones are ``check``'s to alert on).
+  - a registry version whose content hash equals a stored version is not stored again: it
+    only gives that version its ``registry_version`` (when unset);
+  - the registry versions older than the first stored version (the one its content matches,
+    or failing that those posted before it) that are not stored already become versions
+    1..k: every stored version is renumbered k up first (``repository.shift_versions``:
+    versions, events' from/to versions, outbox rows' versions - outbox ids, the alerts'
+    stable ids, stay - and the trial's latest version), then the k are inserted, with the
+    historical events between them and between version k and the old first version, now
+    k+1. None of them gets an outbox row;
+  - registry versions posted between two stored versions and equal to neither are left out
+    (the events stored then already summarise them), and those newer than the newest stored
+    version are left to ``check``, which alerts on them.
+
+  Afterwards the first version has a registry number, so the next run is "caught up".
+* **caught up** - the trial has versions from other sources and its first version already
+  has a registry number (an earlier merge, or ``check`` after a backfill): nothing is
+  imported; one request.
+
+Renumbering moves the numbers users may have noted (``diff --from 3``) and the numbers of
+alerts still waiting in the outbox; the content behind each event does not change.
 
 Failures: a history answer that fails its shape check, or a document the parser rejects,
 undoes everything this run stored for the trial (nothing stored for it); an unreachable
@@ -52,7 +61,9 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from monitor.ingest import RAW_COMPRESSION_LEVEL, Observation, record_observation
+from monitor.diff import diff_records
+from monitor.events import sort_key
+from monitor.ingest import RAW_COMPRESSION_LEVEL, Observation, iso_utc, record_observation
 from monitor.record import ParseError, TrialRecord
 from monitor.sources.ctgov import BadRegistryResponse, RegistryError
 from monitor.sources.ctgov_history import HistoricalStudy, HistoryClient, HistoryEntry
@@ -80,6 +91,7 @@ class TrialBackfill:
     versions_total: int = 0  # registry versions the history lists
     imported: int = 0  # stored as new versions by this run
     events: int = 0  # historical events stored by this run
+    renumbered: int = 0  # how far up the trial's stored versions moved (merge: k)
     mode: Mode | None = None
     requests: int = 0
     error: str | None = None
@@ -92,14 +104,14 @@ class TrialBackfill:
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"nct_id": self.nct_id, "versions_total": self.versions_total,
                                "imported": self.imported, "skipped": self.skipped,
-                               "events": self.events}
+                               "events": self.events, "renumbered": self.renumbered}
         if self.error is not None:
             row["error"] = self.error
         return row
 
 
 class _Conflict(Exception):
-    """Another writer changed the trial during a merge: nothing is written."""
+    """Another writer changed the trial while its history was fetched: nothing is written."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,8 @@ def backfill_trial(db: Database, client: HistoryClient, nct_id: str, *,
         job.result.requests = client.requests_made - started
     result = job.result
     log.info("backfill.trial", nct_id=nct_id, mode=result.mode, versions=result.versions_total,
-             imported=result.imported, events=result.events, requests=result.requests,
-             error=result.error)
+             imported=result.imported, events=result.events, renumbered=result.renumbered,
+             requests=result.requests, error=result.error)
     return result
 
 
@@ -155,8 +167,7 @@ class _Job:
         self.result = TrialBackfill(nct_id)
         self.pending: list[HistoryEntry] = []
         self.fetched: list[_Fetched] = []
-        self.latest_hash: str | None = None
-        self.latest_record: TrialRecord | None = None
+        self.planned: list[tuple[int, str]] = []  # the stored (version, hash)s a merge saw
         self.start_version = 0
         self.trial_existed = False
         self.summary: tuple[str | None, str | None] = (None, None)
@@ -174,10 +185,7 @@ class _Job:
                 self.start_version = trial.latest_version
                 self.summary = (trial.title, trial.overall_status)
             mode, pending = _plan(entries, versions)
-            latest = versions[-1] if versions else None
-            if latest is not None:
-                self.latest_hash = latest.content_hash
-                self.latest_record = TrialRecord.from_canonical(latest.canonical)
+            self.planned = [(v.version, v.content_hash) for v in versions]
         self.result.mode = mode
         self.pending = pending
         log.debug("backfill.plan", nct_id=self.nct_id, mode=mode, pending=len(pending))
@@ -202,44 +210,41 @@ class _Job:
             self.result.events += len(outcome.events)
 
     def finish(self) -> None:
+        """Merge: number the past before the stored versions, in one transaction."""
         if self.result.mode != "merge" or not self.fetched:
             return
-        chain = self._merge_chain()
         with self.db.transaction() as session:
-            trial = repo.trial(session, self.nct_id)
-            latest = repo.latest_version(session, trial) if trial is not None else None
-            if trial is None or latest is None or latest.content_hash != self.latest_hash:
+            trial = session.scalars(select(Trial).where(Trial.nct_id == self.nct_id)
+                                    .with_for_update()).one_or_none()
+            versions = list(repo.versions(session, trial)) if trial is not None else []
+            if trial is None or [(v.version, v.content_hash) for v in versions] != self.planned:
                 raise _Conflict("the trial changed while its history was being fetched; "
                                 "nothing stored, run backfill again")
-            last = chain[-1]
-            if len(chain) == 1 and last.record.content_hash == latest.content_hash:
-                latest.registry_version = last.entry.version
+            _match_registry_versions(versions, self.fetched)
+            first = versions[0]
+            first_record = TrialRecord.from_canonical(first.canonical)
+            chain, anchor = _older_chain(versions, first_record, self.fetched)
+            if anchor is not None and first.registry_version is None:
+                first.registry_version = anchor.entry.version
+            if not chain:
                 return
-            _graft(session, trial, _observation(chain[0]))
-            self.result.imported += 1
-            for fetched in chain[1:]:
-                outcome = record_observation(session, _observation(fetched), historical=True)
-                if outcome.changed:
-                    self.result.imported += 1
-                    self.result.events += len(outcome.events)
-            _refresh_summary(trial, last.record)
-
-    def _merge_chain(self) -> list[_Fetched]:
-        """R0..Rk: up to the last version equal to the current one (else the last fetched)."""
-        current, latest = self.latest_hash, self.latest_record
-        anchor = len(self.fetched) - 1
-        for index in range(len(self.fetched) - 1, -1, -1):
-            record = self.fetched[index].record
-            if record.content_hash == current or (
-                    latest is not None and latest.knows_less_or_equal(record)):
-                anchor = index
-                break
-        chain: list[_Fetched] = []
-        for fetched in self.fetched[: anchor + 1]:
-            if chain and chain[-1].record.content_hash == fetched.record.content_hash:
-                continue
-            chain.append(fetched)
-        return chain
+            bridge_at = anchor.entry.posted_at if anchor is not None else first.fetched_at
+            k = len(chain)
+            repo.shift_versions(session, trial, k)  # the old first version is now k + 1
+            previous: TrialRecord | None = None
+            for number, fetched in enumerate(chain, start=1):
+                _insert(session, trial, number, _observation(fetched))
+                if previous is not None:
+                    self.result.events += _add_historical_events(
+                        session, trial, previous, fetched.record, number,
+                        fetched.entry.posted_at)
+                previous = fetched.record
+            assert previous is not None
+            self.result.events += _add_historical_events(
+                session, trial, previous, first_record, k + 1, bridge_at)
+            self.result.imported += k
+            self.result.renumbered = k
+            log.info("backfill.renumbered", nct_id=self.nct_id, by=k)
 
     # ------------------------------------------------------------------ undo
 
@@ -251,7 +256,7 @@ class _Job:
             if not removed:
                 return
             log.warning("backfill.undone", nct_id=self.nct_id, versions=self.result.imported)
-        self.result.imported = self.result.events = 0
+        self.result.imported = self.result.events = self.result.renumbered = 0
 
     def _remove_added(self, session: Session) -> bool:
         trial = repo.trial(session, self.nct_id)
@@ -280,30 +285,86 @@ class _Job:
 def _plan(entries: Sequence[HistoryEntry],
           versions: Sequence[Version]) -> tuple[Mode, list[HistoryEntry]]:
     """Which case applies, and which registry versions to fetch (see the module docstring)."""
-    own = [v for v in versions if v.source != BACKFILL_SOURCE]
-    limit = _posted_on_or_before(entries, own[-1].last_update_posted) if own else len(entries)
-    candidates = list(entries[:limit])
     if not versions:
-        return "fresh", candidates
-    chain = [v.registry_version for v in versions if v.registry_version is not None]
-    if versions[-1].registry_version is not None:
-        last = max(chain)
-        return "continue", [e for e in candidates if e.version > last]
-    if chain:
+        return "fresh", list(entries)
+    own = [v for v in versions if v.source != BACKFILL_SOURCE]
+    stored = {v.registry_version for v in versions if v.registry_version is not None}
+    if not own:
+        last = max(stored, default=-1)
+        return "continue", [e for e in entries if e.version > last]
+    if versions[0].registry_version is not None:
         return "caught up", []
-    return "merge", candidates
+    limit = _posted_on_or_before(entries, own[-1].last_update_posted)
+    return "merge", [e for e in entries[:limit] if e.version not in stored]
 
 
 def _posted_on_or_before(entries: Sequence[HistoryEntry], posted: str | None) -> int:
     """How many registry versions were posted on or before ``posted`` (all when unknown)."""
-    try:
-        day = date.fromisoformat(posted[:10]) if posted else None
-    except ValueError:
-        day = None
+    day = _day(posted)
     if day is None:
         return len(entries)
     count = sum(1 for e in entries if e.date <= day)
     return count or len(entries)
+
+
+def _day(posted: str | None) -> date | None:
+    try:
+        return date.fromisoformat(posted[:10]) if posted else None
+    except ValueError:
+        return None
+
+
+def _match_registry_versions(versions: Sequence[Version], fetched: Sequence[_Fetched]) -> None:
+    """Give each stored version without a registry number the one whose content it has.
+
+    Among registry versions with the same content hash, the newest posted on or before the
+    stored version (content can come back: A, B, A), each registry version used once.
+    """
+    used = {v.registry_version for v in versions if v.registry_version is not None}
+    for row in versions:
+        if row.registry_version is not None:
+            continue
+        same = [f for f in fetched
+                if f.record.content_hash == row.content_hash and f.entry.version not in used]
+        day = _day(row.last_update_posted)
+        dated = [f for f in same if day is None or f.entry.date <= day]
+        if same:
+            row.registry_version = (dated or same)[-1].entry.version
+            used.add(row.registry_version)
+
+
+def _older_chain(versions: Sequence[Version], first_record: TrialRecord,
+                 fetched: Sequence[_Fetched]) -> tuple[list[_Fetched], _Fetched | None]:
+    """The registry versions to number before the first stored one, and its registry twin.
+
+    The twin (anchor) is the newest registry version posted on or before the first stored
+    version whose content equals it or tells at least as much (a text page knows less);
+    without one, the registry versions posted before the first stored one are the older
+    ones. Versions whose content is already stored, or equal to the one before, are dropped.
+    """
+    first = versions[0]
+    day = _day(first.last_update_posted)
+    matches = [i for i, f in enumerate(fetched)
+               if f.record.content_hash == first.content_hash
+               or first_record.knows_less_or_equal(f.record)]
+    dated = [i for i in matches if day is None or fetched[i].entry.date <= day]
+    anchor: _Fetched | None = None
+    if matches:
+        cut = dated[-1] if dated else matches[0]
+        anchor = fetched[cut]
+    else:
+        before = day or first.fetched_at.date()
+        cut = sum(1 for f in fetched if f.entry.date < before)
+    stored = {v.content_hash for v in versions}
+    chain: list[_Fetched] = []
+    for item in fetched[:cut]:
+        if item.record.content_hash in stored:
+            continue
+        if chain and (chain[-1].record.content_hash == item.record.content_hash
+                      or item.record.knows_less_or_equal(chain[-1].record)):
+            continue
+        chain.append(item)
+    return chain, anchor
 
 
 def _observation(fetched: _Fetched) -> Observation:
@@ -313,24 +374,31 @@ def _observation(fetched: _Fetched) -> Observation:
                        registry_version=fetched.entry.version)
 
 
-def _graft(session: Session, trial: Trial, observation: Observation) -> Version:
-    """Append a version that follows no stored one (the first of a merged chain): no diff."""
+def _insert(session: Session, trial: Trial, number: int, observation: Observation) -> Version:
+    """Store a historical version under ``number`` (a free number: versions were shifted)."""
     record = observation.record
-    return repo.add_version(
-        session, trial,
+    row = Version(
+        trial_id=trial.id, version=number,
         fetched_at=observation.fetched_at, source=observation.source,
         raw_format=observation.raw_format, registry_version=observation.registry_version,
         last_update_posted=record.last_update_posted, content_hash=record.content_hash,
         canonical=record.to_canonical(), section_hashes=record.section_hashes,
         raw=zlib.compress(observation.raw, RAW_COMPRESSION_LEVEL), historical=True,
     )
+    session.add(row)
+    return row
 
 
-def _refresh_summary(trial: Trial, record: TrialRecord) -> None:
-    if record.title is not None:
-        trial.title = record.title
-    if record.overall_status is not None:
-        trial.overall_status = record.overall_status
+def _add_historical_events(session: Session, trial: Trial, old: TrialRecord,
+                           new: TrialRecord, to_version: int, detected: datetime) -> int:
+    """The events from version ``to_version - 1`` to ``to_version``: historical, no outbox."""
+    stamp = iso_utc(detected.astimezone(UTC))
+    stamped = [e.at(from_version=to_version - 1, to_version=to_version, detected_at=stamp)
+               for e in sorted(diff_records(old, new), key=sort_key)]
+    if stamped:
+        repo.add_events(session, trial, (e.to_json() for e in stamped),
+                        detected_at=detected, historical=True)
+    return len(stamped)
 
 
 def _one_line(nct_id: str, exc: Exception) -> str:

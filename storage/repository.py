@@ -152,3 +152,35 @@ def set_watched(session: Session, nct_ids: Iterable[str], watched: bool) -> int:
     result = session.execute(update(Trial).where(Trial.nct_id.in_(list(nct_ids)))
                              .values(watched=watched))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def shift_versions(session: Session, trial_row: Trial, by: int) -> None:
+    """Renumber every stored version of the trial upward by ``by``, with what refers to them.
+
+    Moves ``versions.version``, ``events.from_version``/``to_version``, ``outbox.version``
+    and ``trials.latest_version`` together (the caller's transaction makes it all or
+    nothing); outbox ids, the alerts' stable ids, stay. Versions move in two statements,
+    first to ``-version`` then to ``version + by``, so no row ever takes a number another
+    still holds (the unique (trial_id, version) is checked row by row on SQLite and
+    PostgreSQL alike). Flushes first and expires the session's objects afterwards, so
+    versions already loaded show their new numbers on next access.
+    """
+    if by < 0:
+        raise ValueError(f"versions only move upward, not by {by}")
+    if by == 0:
+        return
+    session.flush()
+    plain = {"synchronize_session": False}
+    tid = trial_row.id
+    session.execute(update(Version).where(Version.trial_id == tid)
+                    .values(version=-Version.version), execution_options=plain)
+    session.execute(update(Version).where(Version.trial_id == tid)
+                    .values(version=by - Version.version), execution_options=plain)
+    session.execute(update(Event).where(Event.trial_id == tid)
+                    .values(from_version=Event.from_version + by,
+                            to_version=Event.to_version + by), execution_options=plain)
+    session.execute(update(OutboxEntry).where(OutboxEntry.trial_id == tid)
+                    .values(version=OutboxEntry.version + by), execution_options=plain)
+    session.execute(update(Trial).where(Trial.id == tid)
+                    .values(latest_version=Trial.latest_version + by), execution_options=plain)
+    session.expire_all()

@@ -7,7 +7,7 @@ NCT03934567 built from the real API v2 document (see ``tests/history_server.py``
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -235,54 +235,172 @@ def test_a_later_check_of_the_same_record_finds_nothing_new(
 # ----------------------------------------------------------------- merging with watched versions
 
 
-def test_a_watched_trial_gets_its_past_appended_without_duplicating_its_history(
-        db: Database, client: HistoryClient) -> None:
-    watched = watch_current_version(db, current_api_document())
-    assert watched == 1
-    watched_hash = stored_versions(db)[0].content_hash
+def registry_document(number: int) -> dict[str, Any]:
+    """Registry version ``number`` as API v2 would have served it back then."""
+    return normalize_study(abexinostat_history()[number].study)
+
+
+def posted(number: int) -> datetime:
+    """A fetch a few days after registry version ``number`` was posted (as ``check`` sees it)."""
+    day = datetime.fromisoformat(abexinostat_history()[number].date).replace(tzinfo=UTC)
+    return day + timedelta(days=3)
+
+
+def watch_registry_versions(db: Database, *numbers: int) -> None:
+    """The trial as ``check`` stored it while being watched: one version per number given."""
+    for number in numbers:
+        document = current_api_document() if number == VERSIONS - 1 else \
+            registry_document(number)
+        watch_current_version(db, document, fetched_at=posted(number))
+
+
+def cli_json(db_url: str, *args: str) -> tuple[int, Any]:
+    result = CliRunner().invoke(cli, ["--db", db_url, *args, "--json"],
+                                env={"TRIALWATCH_CONFIG_FILE": None})
+    assert result.exit_code in (0, 1), result.stderr
+    return result.exit_code, orjson.loads(result.stdout)
+
+
+def without_numbers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k not in ("from_version", "to_version")}
+            for e in events]
+
+
+def outbox(db: Database) -> list[tuple[str, int, list[int]]]:
+    with db.transaction() as session:
+        rows = session.scalars(select(OutboxEntry).order_by(OutboxEntry.id))
+        return [(r.id, r.version, list(r.event_ids)) for r in rows]
+
+
+@pytest.fixture
+def any_db(backend_url: str) -> Iterator[Database]:
+    """An empty database on SQLite, then on PostgreSQL (the renumbering runs on both)."""
+    database = open_database(backend_url)
+    ensure_schema(database)
+    yield database
+    database.close()
+
+
+def test_a_watched_trial_gets_its_past_numbered_before_its_versions(
+        any_db: Database, backend_url: str, client: HistoryClient) -> None:
+    db = any_db
+    # Watched since registry version 3: check stored it, then 5 and 6 (4 came and went
+    # between two checks). Versions 2 and 3 brought events, and alerts for them.
+    watch_registry_versions(db, 3, 5, 6)
+    assert [v.version for v in stored_versions(db)] == [1, 2, 3]
+    events_before = [(e.id, e.from_version, e.to_version, e.kind) for e in stored_events(db)]
+    assert {to for _id, _from, to, _kind in events_before} == {2, 3}
+    alerts_before = outbox(db)
+    assert sorted(version for _id, version, _ids in alerts_before) == [2, 3]
+    _, diff_before = cli_json(backend_url, "diff", NCT_ID, "--from", "1", "--to", "3")
 
     result = backfill_trial(db, client, NCT_ID)
 
     assert result.error is None and result.mode == "merge"
+    assert (result.imported, result.renumbered) == (3, 3)  # registry versions 0, 1 and 2
+    assert result.requests == 1 + VERSIONS
+    versions = stored_versions(db)
+    assert [(v.version, v.registry_version, v.source, v.historical) for v in versions] == [
+        (1, 0, "backfill", True), (2, 1, "backfill", True), (3, 2, "backfill", True),
+        (4, 3, "ctgov", False), (5, 5, "ctgov", False), (6, 6, "ctgov", False)]
+    dates = [entry.date for entry in abexinostat_history()]
+    assert [v.fetched_at for v in versions[:3]] == [
+        datetime.fromisoformat(f"{d}T00:00:00+00:00") for d in dates[:3]]
+
+    # The timeline reads forward: history lists the past first, events go old → new.
+    _, history = cli_json(backend_url, "history", NCT_ID)
+    posted_dates = [v["last_update_posted"] for v in history["versions"]]
+    assert posted_dates == sorted(posted_dates) and len(posted_dates) == 6
+    status = [(e["old"], e["new"], e["from_version"], e["to_version"])
+              for e in history["events"] if e["kind"] == "status"]
+    assert status == [("NOT_YET_RECRUITING", "RECRUITING", 1, 2),
+                      ("RECRUITING", "ACTIVE_NOT_RECRUITING", 4, 5)]
+    # Between the registry's version 2 and the first watched version (registry 3): the
+    # primary outcome was reworded. Historical, like every event into versions 2..4.
+    assert kinds_by_version(db) == {2: {"status", "dates"}, 3: {"enrollment"},
+                                    4: {"outcomes"}, 5: {"eligibility", "status", "enrollment"},
+                                    6: {"dates"}}
+    assert all(e.historical == (e.to_version <= 4) for e in stored_events(db))  # type: ignore[operator]
+
+    # What was stored before moved up by 3, ids and all; alerts keep their ids.
+    after = {e.id: (e.from_version, e.to_version, e.kind) for e in stored_events(db)}
+    assert {i: after[i] for i, *_ in events_before} == {
+        i: (f + 3, t + 3, kind) for i, f, t, kind in events_before}  # type: ignore[operator]
+    assert outbox(db) == [(i, version + 3, ids) for i, version, ids in alerts_before]
+    _, diff_after = cli_json(backend_url, "diff", NCT_ID, "--from", "4", "--to", "6")
+    assert (diff_after["from_version"], diff_after["to_version"]) == (4, 6)
+    assert without_numbers(diff_after["events"]) == without_numbers(diff_before["events"])
+    with db.transaction() as session:
+        trial = repo.trial(session, NCT_ID)
+        assert trial is not None
+        assert (trial.latest_version, trial.overall_status) == (6, "ACTIVE_NOT_RECRUITING")
+
+    # The next check of the same record stays quiet; a second backfill changes nothing.
+    assert watch_current_version(db, current_api_document()) == 6
+    again = backfill_trial(db, client, NCT_ID)
+    assert again.error is None and again.mode == "caught up"
+    assert (again.imported, again.renumbered, again.events, again.requests) == (0, 0, 0, 1)
+    assert [(v.version, v.content_hash) for v in stored_versions(db)] == \
+        [(v.version, v.content_hash) for v in versions]
+    assert {e.id: (e.from_version, e.to_version) for e in stored_events(db)} == {
+        i: (f, t) for i, (f, t, _k) in after.items()}
+    assert outbox(db) == [(i, version + 3, ids) for i, version, ids in alerts_before]
+
+
+def test_a_watched_trial_whose_current_version_is_the_registrys_gets_its_whole_past(
+        db: Database, client: HistoryClient) -> None:
+    watched = watch_current_version(db, current_api_document())
+    assert watched == 1
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is None and result.mode == "merge"
+    assert (result.imported, result.renumbered) == (VERSIONS - 1, VERSIONS - 1)
     versions = stored_versions(db)
     assert [(v.version, v.registry_version, v.source) for v in versions] == [
-        (1, None, "ctgov"), *((n + 2, n, "backfill") for n in range(VERSIONS))]
-    # The chain ends on the registry's copy of the watched version: the newest local version
-    # is still the current record, so the next check stays quiet.
-    assert versions[-1].content_hash == watched_hash
-    assert result.imported == VERSIONS
-    assert kinds_by_version(db) == {n + 2: kinds for n, kinds in
+        *((n + 1, n, "backfill") for n in range(VERSIONS - 1)), (VERSIONS, 6, "ctgov")]
+    # Exactly the events of a fresh backfill, with the watched version as the last one.
+    assert kinds_by_version(db) == {n + 1: kinds for n, kinds in
                                     KINDS_BY_REGISTRY_VERSION.items()}
     assert all(e.historical for e in stored_events(db))
-    assert watch_current_version(db, current_api_document()) == 1 + VERSIONS
     assert outbox_rows(db) == 0
-
-    again = backfill_trial(db, client, NCT_ID)
-    assert (again.imported, again.events, again.requests) == (0, 0, 1)
-    assert len(stored_versions(db)) == 1 + VERSIONS
+    assert watch_current_version(db, current_api_document()) == VERSIONS
 
 
 def test_registry_versions_newer_than_the_watched_one_are_left_to_check(
-        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
-    history = abexinostat_history()
-    older = normalize_study(history[4].study)  # watched back when registry version 4 was new
-    watch_current_version(db, older, fetched_at=datetime(2022, 3, 5, tzinfo=UTC))
+        db: Database, client: HistoryClient) -> None:
+    watch_registry_versions(db, 4)  # watched back when registry version 4 was new
 
     result = backfill_trial(db, client, NCT_ID)
 
     assert result.error is None
     assert result.requests == 1 + 5  # versions posted after the watched one are not fetched
     versions = stored_versions(db)
-    assert [v.registry_version for v in versions] == [None, 0, 1, 2, 3, 4]
-    assert versions[-1].content_hash == versions[0].content_hash
-    # The next check alerts on what changed since, diffed against the chain's end.
+    assert [(v.registry_version, v.source) for v in versions] == [
+        (0, "backfill"), (1, "backfill"), (2, "backfill"), (3, "backfill"), (4, "ctgov")]
+    # The next check alerts on what changed since, diffed against the watched version.
     with db.transaction() as session:
         observation = Observation(record=parse_study(current_api_document()), raw=b"{}",
                                   raw_format="ctgov-json", source="ctgov")
         outcome = record_observation(session, observation, subscriptions=[_Everything()])
     assert {e.kind for e in outcome.events} == {"status", "enrollment", "dates"}
-    assert all(e.from_version == 6 for e in outcome.events)
+    assert all((e.from_version, e.to_version) == (5, 6) for e in outcome.events)
     assert outbox_rows(db) == 1
+
+
+def test_a_watched_version_the_registry_does_not_match_is_placed_by_its_posting_date(
+        db: Database, client: HistoryClient) -> None:
+    document = registry_document(3)  # registry version 3, plus a local oddity
+    document["protocolSection"]["descriptionModule"]["briefSummary"] += " (as fetched)"
+    watch_current_version(db, document, fetched_at=posted(3))
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is None and result.renumbered == 3  # posted before it: 0, 1, 2
+    versions = stored_versions(db)
+    assert [(v.version, v.registry_version) for v in versions] == [
+        (1, 0), (2, 1), (3, 2), (4, None)]
+    assert kinds_by_version(db)[4] == {"outcomes", "description"}
 
 
 def test_a_watched_trial_that_never_changed_only_learns_its_registry_number(
@@ -293,8 +411,38 @@ def test_a_watched_trial_that_never_changed_only_learns_its_registry_number(
 
     result = backfill_trial(db, client, NCT_ID)
 
-    assert (result.imported, result.skipped) == (0, 1)
+    assert (result.imported, result.skipped, result.renumbered) == (0, 1, 0)
     assert [(v.version, v.registry_version) for v in stored_versions(db)] == [(1, 0)]
+
+
+def test_a_failed_merge_leaves_the_watched_trial_as_it_was(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    watch_registry_versions(db, 3, 6)
+    before = ([(v.version, v.registry_version, v.content_hash) for v in stored_versions(db)],
+              [(e.id, e.from_version, e.to_version) for e in stored_events(db)], outbox(db))
+    fake.fault_hook = lambda r: Fault.html() if r.path.endswith("/history/5") else None
+
+    result = backfill_trial(db, client, NCT_ID)
+
+    assert result.error is not None and "expected JSON, got HTML" in result.error
+    assert (result.imported, result.renumbered) == (0, 0)
+    assert before == ([(v.version, v.registry_version, v.content_hash)
+                       for v in stored_versions(db)],
+                      [(e.id, e.from_version, e.to_version) for e in stored_events(db)],
+                      outbox(db))
+
+
+def test_shift_versions_moves_versions_events_and_alerts_together(
+        any_db: Database) -> None:
+    watch_registry_versions(any_db, 1, 3, 6)
+    with any_db.transaction() as session:
+        trial = repo.trial(session, NCT_ID)
+        assert trial is not None
+        repo.shift_versions(session, trial, 2)
+        assert trial.latest_version == 5
+    assert [v.version for v in stored_versions(any_db)] == [3, 4, 5]
+    assert {(e.from_version, e.to_version) for e in stored_events(any_db)} == {(3, 4), (4, 5)}
+    assert sorted(version for _id, version, _ids in outbox(any_db)) == [4, 5]
 
 
 # ----------------------------------------------------------------- untrustworthy answers
@@ -458,7 +606,7 @@ def test_backfill_command_json_then_history_and_diff(cli_env: dict[str, str]) ->
     assert result.exit_code == 0, result.stderr
     summary = orjson.loads(result.stdout)
     assert summary["trials"] == [{"nct_id": NCT_ID, "versions_total": VERSIONS,
-                                  "imported": VERSIONS, "skipped": 0,
+                                  "imported": VERSIONS, "skipped": 0, "renumbered": 0,
                                   "events": summary["trials"][0]["events"]}]
     assert summary["trials"][0]["events"] >= len(KINDS_BY_REGISTRY_VERSION)
 
@@ -476,7 +624,7 @@ def test_backfill_command_json_then_history_and_diff(cli_env: dict[str, str]) ->
     again = orjson.loads(run(cli_env, "backfill", NCT_ID, "--json").stdout)
     assert again["trials"][0] | {"events": 0} == {
         "nct_id": NCT_ID, "versions_total": VERSIONS, "imported": 0, "skipped": VERSIONS,
-        "events": 0}
+        "events": 0, "renumbered": 0}
     assert again["requests"] == 1
 
 

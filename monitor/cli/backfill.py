@@ -27,9 +27,11 @@ def backfill(app: App, nct_ids: tuple[str, ...], as_json: bool) -> None:
     Versions come from the registry's version history (``ctgov.history_url``), in order,
     each stored with its registry version number and posting date. The events between them
     are historical: listed by ``history`` and ``diff``, never sent as alerts. Running it
-    again imports only what is missing (an interrupted run resumes). A trial already
-    watched keeps its version numbers: its past is appended after them, ending on the
-    registry's copy of its current version.
+    again imports only what is missing (an interrupted run resumes). Versions are numbered
+    in registry order: for a trial already watched, its past becomes versions 1..k and its
+    stored versions move k up (their events and pending alerts with them, in one
+    transaction); a registry version equal to a stored one only gives it its registry
+    number, and versions newer than the newest stored one are left to ``check``.
 
     \b
       trialwatch backfill NCT03934567
@@ -57,8 +59,10 @@ def backfill(app: App, nct_ids: tuple[str, ...], as_json: bool) -> None:
         for r in results:
             state = "done" if r.error is None else (
                 "interrupted: run again to resume" if r.imported else "failed, nothing stored")
+            moved = f", stored versions renumbered +{r.renumbered}" if r.renumbered else ""
             click.echo(f"{r.nct_id}  {r.versions_total} registry versions: {r.imported} "
-                       f"imported, {r.skipped} skipped, {r.events} historical events  ({state})")
+                       f"imported, {r.skipped} skipped, {r.events} historical events{moved}  "
+                       f"({state})")
     if failed:
         raise click.exceptions.Exit(1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any, TypeVar
 
 import click
@@ -38,6 +38,17 @@ def _rank(severity: str) -> int:
 def echo_lines(lines: Iterable[str]) -> None:
     for line in lines:
         click.echo(line)
+
+
+@contextmanager
+def stdout_reserved(for_json: bool) -> Iterator[None]:
+    """While ``--json`` owns stdout, anything else printed there (a console channel's
+    alerts) goes to stderr instead, so stdout stays one JSON document."""
+    if not for_json:
+        yield
+        return
+    with redirect_stdout(sys.stderr):
+        yield
 
 
 @contextmanager

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from monitor.app import App
-from monitor.cli.output import echo_lines, emit_json, progress, render_events
+from monitor.cli.output import echo_lines, emit_json, progress, render_events, stdout_reserved
 from monitor.errors import CommandError
 
 pass_app = click.make_pass_decorator(App)
@@ -58,8 +56,7 @@ def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) ->
     for message in errors:
         click.echo(f"trialwatch: error: {message}", err=True)
     if not no_notify:
-        # With --json stdout is the JSON document only: a console channel prints to stderr.
-        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        with stdout_reserved(as_json):
             app.deliver_pending()
     events = [e.to_json() for outcome in outcomes for e in outcome.events]
     if as_json:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from monitor.app import App
-from monitor.cli.output import echo_lines, emit_json, render_events
+from monitor.cli.output import echo_lines, emit_json, render_events, stdout_reserved
 from monitor.errors import CommandError
 
 pass_app = click.make_pass_decorator(App)
@@ -115,7 +115,8 @@ def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) ->
     with app.registry_client() as client:
         report = run_cycle(db, client, subscriptions=app.subscriptions, only=ids or None)
     if channels:
-        app.deliver_pending()
+        with stdout_reserved(as_json):
+            app.deliver_pending()
     for failure in report.failures:
         click.echo(f"trialwatch: error: {failure}", err=True)
     if as_json:
