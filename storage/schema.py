@@ -56,6 +56,13 @@ def upgrade_connection(connection: Connection, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+def is_known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises its own errors for unknown / malformed revisions
+        return False
+
+
 def is_empty(db: Database) -> bool:
     return not inspect(db.engine).get_table_names()
 
@@ -68,6 +75,11 @@ def ensure_schema(db: Database, *, create_if_empty: bool = True) -> None:
     if current is None and create_if_empty and is_empty(db):
         upgrade(db)
         return
+    if current is not None and not is_known_revision(current):
+        raise SchemaOutdated(
+            f"database schema is at revision {current}, which this trialwatch does not know "
+            "(written by a newer trialwatch?): upgrade trialwatch"
+        )
     raise SchemaOutdated(
         f"database schema is at revision {current or 'none'}, this trialwatch needs "
         f"{head_revision()}: run `trialwatch db upgrade`"

@@ -152,8 +152,17 @@ def test_upgrade_is_idempotent(db: Database) -> None:
 def test_outdated_schema_is_refused_naming_db_upgrade(db: Database, db_path: Path) -> None:
     store(db, SEED_PAGE)
     with sqlite3.connect(db_path) as connection:
-        connection.execute("UPDATE alembic_version SET version_num = '0000'")
+        connection.execute("UPDATE alembic_version SET version_num = '0001'")
     with pytest.raises(SchemaOutdated, match="trialwatch db upgrade"):
+        ensure_schema(db)
+
+
+def test_schema_from_a_newer_trialwatch_is_refused_naming_the_cause(
+        db: Database, db_path: Path) -> None:
+    store(db, SEED_PAGE)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(SchemaOutdated, match="newer trialwatch"):
         ensure_schema(db)
 
 
