@@ -14,6 +14,7 @@ from docmaker import (
     SEED_PAGE,
     add_criterion,
     add_site,
+    edit,
     module,
     new_registry_day,
     post_results,
@@ -118,6 +119,28 @@ def test_one_site_added_among_1148_is_exactly_one_locations_event() -> None:
     event = only_event(study(BIG), new)
     assert (event.kind, event.field) == ("locations", "locations.sites")
     assert event.summary == "Site added: Hôpital Test de Lyon, Lyon, France"
+
+
+def test_every_site_closing_at_once_is_one_event_per_kind_of_change_not_one_per_site() -> None:
+    def close_all(doc: dict) -> None:
+        for site in module(doc, "contactsLocationsModule")["locations"]:
+            site["status"] = "COMPLETED"
+
+    events = events_between(study(BIG), edit(study(BIG), close_all))
+    assert all(e.kind == "locations" for e in events)
+    assert 1 <= len(events) <= 5  # one per distinct old status
+    assert sum(e.new["count"] for e in events) == 1148
+    assert all("→ Completed" in e.summary for e in events)
+
+
+def test_a_whole_list_replaced_is_one_summary_event_per_direction() -> None:
+    def rename_all(doc: dict) -> None:
+        for site in module(doc, "contactsLocationsModule")["locations"]:
+            site["facility"] = f"Renamed {site.get('facility')}"
+
+    events = events_between(study(BIG), edit(study(BIG), rename_all))
+    assert sorted(e.summary.split(",")[0] for e in events) == [
+        "1148 sites added", "1148 sites removed"]
 
 
 # --------------------------------------------------------------------------- not a change
