@@ -43,6 +43,8 @@ class ChangeGroup(Protocol):
     @property
     def version(self) -> int: ...
     @property
+    def content_hash(self) -> str: ...
+    @property
     def events(self) -> Sequence[Mapping[str, Any]]: ...
     @property
     def headline(self) -> str: ...
@@ -67,9 +69,14 @@ def feed_id(key: str) -> str:
     return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, f'trialwatch/feed/{key}')}"
 
 
-def entry_id(nct_id: str, version: int) -> str:
-    """Stable per (trial, version): the same version is the same entry in every feed."""
-    return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, f'trialwatch/{nct_id}/v{version}')}"
+def entry_id(nct_id: str, content_hash: str, published: str) -> str:
+    """Stable per trial version: the same version is the same entry in every feed.
+
+    Built from what identifies the version for good (its content and when its changes were
+    detected), not its number: ``backfill`` may renumber versions to keep them in order.
+    """
+    name = f"trialwatch/{nct_id}/{content_hash}/{published}"
+    return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, name)}"
 
 
 def entry_title(group: ChangeGroup) -> str:
@@ -128,7 +135,7 @@ def _add_entry(feed: ET.Element, group: ChangeGroup,
                entry_link: Callable[[ChangeGroup], str] | None) -> None:
     study = STUDY_URL.format(nct_id=group.nct_id)
     entry = _add(feed, "entry")
-    _add(entry, "id", entry_id(group.nct_id, group.version))
+    _add(entry, "id", entry_id(group.nct_id, group.content_hash, group.published))
     _add(entry, "title", entry_title(group), type="text")
     _add(entry, "updated", group.updated)
     _add(entry, "published", group.published)

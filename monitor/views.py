@@ -270,6 +270,7 @@ class VersionChanges:
     title: str | None
     version: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    content_hash: str = ""  # of the version: with ``published``, survives renumbering
 
     @property
     def updated(self) -> str:
@@ -327,15 +328,19 @@ def recent_changes(session: Session, *, nct_id: str | None = None, query: str | 
     if not groups:
         return []
     keys = [(trial_id, version) for trial_id, version, _ in groups]
-    stmt = (select(Event, Trial.nct_id, Trial.title).join(Trial, Trial.id == Event.trial_id)
+    stmt = (select(Event, Trial.nct_id, Trial.title, Version.content_hash)
+            .join(Trial, Trial.id == Event.trial_id)
+            .join(Version, and_(Version.trial_id == Event.trial_id,
+                                Version.version == Event.to_version))
             .where(*conditions, or_(*[and_(Event.trial_id == t, Event.to_version == v)
                                       for t, v in keys])))
     found: dict[tuple[int, int], VersionChanges] = {}
-    for row, nct, title in session.execute(stmt):
+    for row, nct, title, content_hash in session.execute(stmt):
         version = row.to_version or 0  # never None: the query excludes it
         entry = found.get((row.trial_id, version))
         if entry is None:
-            entry = found[(row.trial_id, version)] = VersionChanges(nct, title, version)
+            entry = found[(row.trial_id, version)] = VersionChanges(
+                nct, title, version, content_hash=content_hash)
         entry.events.append(event_json(nct, row))
     for entry in found.values():
         entry.events.sort(key=event_order)

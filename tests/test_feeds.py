@@ -61,6 +61,7 @@ class Group:
     title: str | None
     version: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    content_hash: str = ""
 
     headline = VersionChanges.headline
     updated = VersionChanges.updated
@@ -88,14 +89,23 @@ def test_one_entry_per_version_with_headline_title_and_readable_content():
 
 
 def test_ids_are_stable_per_trial_version_and_per_feed():
-    assert entry_id(NCT, 3) == entry_id(NCT, 3)
-    assert len({entry_id(NCT, 3), entry_id(NCT, 4), entry_id(OTHER, 3)}) == 3
+    at = "2026-02-10T12:00:00Z"
+    assert entry_id(NCT, "aa", at) == entry_id(NCT, "aa", at)
+    assert len({entry_id(NCT, "aa", at), entry_id(NCT, "bb", at), entry_id(OTHER, "aa", at),
+                entry_id(NCT, "aa", "2026-02-11T12:00:00Z")}) == 4
     assert feed_id("changes") != feed_id(f"trial/{NCT}")
-    body = render_feed(FeedInfo(key=f"trial/{NCT}", title="t"),
-                       [Group(NCT, None, 4, [event("dates", "Start date moved", version=4)])])
-    root = parse(body)
+    group = Group(NCT, None, 4, [event("dates", "Start date moved", version=4, at=at)], "cc")
+    root = parse(render_feed(FeedInfo(key=f"trial/{NCT}", title="t"), [group]))
     assert root.findtext(f"{A}id") == feed_id(f"trial/{NCT}")
-    assert root.findtext(f"{A}entry/{A}id") == entry_id(NCT, 4)
+    assert root.findtext(f"{A}entry/{A}id") == entry_id(NCT, "cc", at)
+
+
+def test_entry_ids_do_not_depend_on_version_numbers():
+    """``backfill`` may renumber versions; a feed reader must not see old entries as new."""
+    events = [event("status", "s", "high", version=3)]
+    before = render_feed(FeedInfo(key="changes", title="t"), [Group(NCT, None, 3, events, "h")])
+    after = render_feed(FeedInfo(key="changes", title="t"), [Group(NCT, None, 9, events, "h")])
+    assert parse(before).findtext(f"{A}entry/{A}id") == parse(after).findtext(f"{A}entry/{A}id")
 
 
 def test_registry_text_is_escaped_and_control_characters_dropped():
@@ -134,6 +144,28 @@ def test_self_and_alternate_links_when_the_dashboard_address_is_known():
 
 # --- the feeds over a real database --------------------------------------------------------
 
+def stored_entry_ids(db: Database, versions: list[tuple[str, int]]) -> list[str]:
+    """The entry ids the stored versions must get: content hash + first detection time."""
+    from sqlalchemy import func, select
+
+    from storage import repository as repo
+    from storage.models import Event
+
+    ids = []
+    with db.transaction() as session:
+        for nct_id, number in versions:
+            trial = repo.trial(session, nct_id)
+            assert trial is not None
+            stored = repo.version(session, trial, number)
+            assert stored is not None
+            first = session.scalar(select(func.min(Event.detected_at)).where(
+                Event.trial_id == trial.id, Event.to_version == number))
+            if isinstance(first, str):
+                first = datetime.fromisoformat(first)
+            ids.append(entry_id(nct_id, stored.content_hash, first.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    return ids
+
+
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Database:
     database = build_trial_database(tmp_path_factory.mktemp("feeds"))
@@ -149,7 +181,8 @@ def client(db: Database) -> TestClient:
         yield test_client
 
 
-def test_changes_feed_has_one_entry_per_changed_version_newest_first(client: TestClient):
+def test_changes_feed_has_one_entry_per_changed_version_newest_first(client: TestClient,
+                                                                      db: Database):
     response = client.get("/feeds/changes.atom")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/atom+xml")
@@ -159,7 +192,7 @@ def test_changes_feed_has_one_entry_per_changed_version_newest_first(client: Tes
     updated = [e.findtext(f"{A}updated") or "" for e in entries]
     assert updated == sorted(updated, reverse=True)
     ids = [e.findtext(f"{A}id") for e in entries]
-    assert ids == [entry_id(OTHER, 2)] + [entry_id(NCT, v) for v in (6, 5, 4, 3)]
+    assert ids == stored_entry_ids(db, [(OTHER, 2)] + [(NCT, v) for v in (6, 5, 4, 3)])
     assert SCRIPT_TITLE in (entries[1].findtext(f"{A}title") or "")
     assert b"<script>" not in response.content
     self_link = root.find(f"{A}link[@rel='self']")
@@ -167,10 +200,11 @@ def test_changes_feed_has_one_entry_per_changed_version_newest_first(client: Tes
     assert self_link.get("href") == "http://testserver/feeds/changes.atom"
 
 
-def test_trial_feed_holds_only_that_trial(client: TestClient):
+def test_trial_feed_holds_only_that_trial(client: TestClient, db: Database):
     root = parse(client.get(f"/feeds/trial/{NCT}.atom").content)
     entries = assert_valid_atom(root)
-    assert [e.findtext(f"{A}id") for e in entries] == [entry_id(NCT, v) for v in (6, 5, 4, 3)]
+    assert [e.findtext(f"{A}id") for e in entries] == stored_entry_ids(
+        db, [(NCT, v) for v in (6, 5, 4, 3)])
     status_entry = entries[-1]
     assert "Recruitment status: Not yet recruiting → Recruiting" in (
         status_entry.findtext(f"{A}title") or "")
@@ -223,7 +257,8 @@ def test_feed_command_writes_the_atom_document_to_stdout(db: Database, tmp_path:
 def test_feed_command_for_one_trial_or_query_with_base_url(db: Database, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch):
     trial = parse(run_feed(db, tmp_path, monkeypatch, OTHER).stdout_bytes)
-    assert [e.findtext(f"{A}id") for e in assert_valid_atom(trial)] == [entry_id(OTHER, 2)]
+    assert [e.findtext(f"{A}id") for e in assert_valid_atom(trial)] == stored_entry_ids(
+        db, [(OTHER, 2)])
     query = run_feed(db, tmp_path, monkeypatch, "--query", "lupus-cart",
                      "--base-url", "https://tw.example/")
     root = parse(query.stdout_bytes)
