@@ -343,8 +343,8 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
             if guard is not None:
                 trials = guard.held(session, chunk)
             else:  # one query for the page, not one per trial
-                trials = {t.nct_id: t for t in session.scalars(
-                    select(Trial).where(Trial.nct_id.in_(list(chunk))))}
+                trials = repo.trials_by_nct_id(session, chunk)
+            repo.prefetch_latest_versions(session, trials.values())  # idem for their versions
             for document in documents:
                 try:
                     record = parse_study(document)

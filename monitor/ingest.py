@@ -67,12 +67,14 @@ def record_observation(session: Session, observation: Observation, *,
     latest = repo.latest_version(session, trial_row)
     events: list[ChangeEvent] = []
     if latest is not None:
+        if latest.content_hash == record.content_hash:  # the same content: nothing to do
+            return RecordOutcome(record.nct_id, latest.version, False, [])
         if not historical and repo.has_version_with_hash(session, trial_row, record.content_hash):
             # a replay of an older version (an ingest run again): going "back" to it would
             # be a false alert, and going forward again another one
             return RecordOutcome(record.nct_id, latest.version, False, [])
         previous = _known_state(session, trial_row, latest)
-        if latest.content_hash == record.content_hash or record.knows_less_or_equal(previous):
+        if record.knows_less_or_equal(previous):
             return RecordOutcome(record.nct_id, latest.version, False, [])
         events = diff_records(previous, record)
     stored = repo.add_version(
@@ -145,6 +147,10 @@ def _known_state(session: Session, trial_row: Trial, latest: Version) -> TrialRe
     a field only the full ones carry (the text page has no primary completion date, ...).
     """
     sections = {name: dict(body) for name, body in latest.canonical.items() if name != "nct_id"}
+    if _knows_every_field(sections):  # a full version: its stored hashes describe it
+        return TrialRecord.from_canonical(
+            {"nct_id": trial_row.nct_id, **sections}, content_hash=latest.content_hash,
+            section_hashes=latest.section_hashes)
     number = latest.version - 1
     while number >= 1 and not _knows_every_field(sections):
         older = repo.version(session, trial_row, number)

@@ -140,10 +140,20 @@ class TrialRecord:
         return record
 
     @classmethod
-    def from_canonical(cls, data: Mapping[str, Any]) -> TrialRecord:
-        """Rebuild a record from its canonical dict (as stored in the database)."""
+    def from_canonical(cls, data: Mapping[str, Any], *, content_hash: str | None = None,
+                       section_hashes: Mapping[str, str] | None = None) -> TrialRecord:
+        """Rebuild a record from its canonical dict (as stored in the database).
+
+        ``content_hash`` / ``section_hashes``, when given, are the hashes stored with it:
+        they are trusted instead of serializing and hashing the record again.
+        """
         sections = {k: v for k, v in data.items() if k != "nct_id"}
-        return cls(nct_id=str(data["nct_id"]), sections=sections)
+        record = cls(nct_id=str(data["nct_id"]), sections=sections)
+        if content_hash is not None:
+            record.__dict__["content_hash"] = content_hash
+        if section_hashes is not None and set(section_hashes) == set(sections):
+            record.__dict__["section_hashes"] = dict(section_hashes)
+        return record
 
     def to_canonical(self) -> dict[str, Any]:
         return {"nct_id": self.nct_id, **{k: dict(v) for k, v in self.sections.items()}}
@@ -182,14 +192,28 @@ class TrialRecord:
         A partial record (a text page) arriving after a fuller one (the API document) adds
         nothing: it is not worth a new version.
         """
-        return _is_subset(self.to_canonical(), other.to_canonical())
+        if self.nct_id != other.nct_id:
+            return False
+        mine, theirs = self.section_hashes, other.section_hashes
+        for name, body in self.sections.items():
+            if name not in other.sections:
+                return False
+            if mine[name] != theirs[name] and not _is_subset(body, other.sections[name]):
+                return False
+        return True
 
 
 def _sorted_by_identity(section: str, field_name: str, items: list[Any]) -> list[Any]:
-    def key(item: Any) -> tuple[str, str]:
-        return identity_key(section, field_name, item), canonical_dumps(item).decode()
+    """Items by identity; ties (two sites alike) by their canonical JSON, so the order is
+    total. The JSON is only serialized when identities do collide."""
+    keyed = [(identity_key(section, field_name, item), item) for item in items]
+    if len({k for k, _ in keyed}) == len(keyed):
+        return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
 
-    return sorted(items, key=key)
+    def key(pair: tuple[str, Any]) -> tuple[str, str]:
+        return pair[0], canonical_dumps(pair[1]).decode()
+
+    return [item for _, item in sorted(keyed, key=key)]
 
 
 def _is_subset(small: Any, big: Any) -> bool:

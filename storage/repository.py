@@ -11,14 +11,44 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy.orm import Session, defer
 
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
 
+# Trials this session has loaded or created, by NCT ID (in ``session.info``): a cycle loads
+# a page's trials in one query, then records each of them without one SELECT per trial.
+_TRIALS_SEEN = "trialwatch.trials_by_nct_id"
+
+
+def _seen(session: Session) -> dict[str, Trial]:
+    seen: dict[str, Trial] = session.info.setdefault(_TRIALS_SEEN, {})
+    return seen
+
+
+@event.listens_for(Trial, "load")
+def _remember_loaded_trial(target: Trial, context: Any) -> None:
+    session = context.session
+    if session is not None:
+        _seen(session)[target.nct_id] = target
+
 
 def trial(session: Session, nct_id: str) -> Trial | None:
+    known = session.info.get(_TRIALS_SEEN, {}).get(nct_id)
+    if known is not None and known in session and not inspect(known).deleted:
+        return known
     return session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one_or_none()
+
+
+def trials_by_nct_id(session: Session, nct_ids: Iterable[str]) -> dict[str, Trial]:
+    """The trials among ``nct_ids`` that exist, in one query per 500 (``trial`` then
+    answers for them without a query)."""
+    wanted = list(nct_ids)
+    found: dict[str, Trial] = {}
+    for start in range(0, len(wanted), 500):
+        stmt = select(Trial).where(Trial.nct_id.in_(wanted[start:start + 500]))
+        found.update((t.nct_id, t) for t in session.scalars(stmt))
+    return found
 
 
 def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
@@ -27,6 +57,7 @@ def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
         found = Trial(nct_id=nct_id, first_seen_at=now, latest_version=0, watched=False)
         session.add(found)
         session.flush()
+        _seen(session)[nct_id] = found
     return found
 
 
@@ -47,10 +78,32 @@ def version(session: Session, trial_row: Trial, number: int) -> Version | None:
     return session.scalars(stmt).one_or_none()
 
 
+_LATEST_SEEN = "trialwatch.latest_versions"
+
+
 def latest_version(session: Session, trial_row: Trial) -> Version | None:
     if not trial_row.latest_version:
         return None
+    known = session.info.get(_LATEST_SEEN, {}).get((trial_row.id, trial_row.latest_version))
+    if (known is not None and known in session and not inspect(known).deleted
+            and known.version == trial_row.latest_version):  # not renumbered since
+        return known
     return version(session, trial_row, trial_row.latest_version)
+
+
+def prefetch_latest_versions(session: Session, trial_rows: Iterable[Trial]) -> None:
+    """Load the latest version of each trial in one query (without the raw document), so
+    ``latest_version`` answers for a whole fetched page without one SELECT per trial."""
+    ids = [t.id for t in trial_rows if t.latest_version]
+    seen: dict[tuple[int, int], Version] = session.info.setdefault(_LATEST_SEEN, {})
+    for start in range(0, len(ids), 500):
+        stmt = (select(Version)
+                .join(Trial, (Trial.id == Version.trial_id)
+                      & (Trial.latest_version == Version.version))
+                .where(Trial.id.in_(ids[start:start + 500]))
+                .options(defer(Version.raw)))
+        for row in session.scalars(stmt):
+            seen[(row.trial_id, row.version)] = row
 
 
 def versions(session: Session, trial_row: Trial) -> Sequence[Version]:
