@@ -199,6 +199,8 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
     new_matches: dict[str, str] = {}
     if only is None:
         new_matches = run_queries(db, client, report, clock)
+        for nct_id, name in _pending_new_matches(db).items():
+            new_matches.setdefault(nct_id, name)
         states = _load_states(db, only)  # queries may have added watched trials
     report.watched = len(states)
     stamps, missing = _list_moved(client, report, states, last_ok_started)
@@ -209,6 +211,22 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
         to_fetch.setdefault(nct_id, StudyStamp(nct_id, None))
     fetch_and_record(db, client, report, to_fetch, new_matches, subscriptions, clock)
     confirm_missing(db, client, report, missing, subscriptions, clock)
+
+
+def _pending_new_matches(db: Database) -> dict[str, str]:
+    """New query matches whose first fetch failed (matched after the query's baseline, so
+    not watched yet, and no version): they are fetched, with their new_trial event, again."""
+    with db.transaction() as session:
+        rows = session.execute(
+            select(Trial.nct_id, SavedQuery.name)
+            .join(QueryMatch, QueryMatch.trial_id == Trial.id)
+            .join(SavedQuery, SavedQuery.id == QueryMatch.query_id)
+            .where(Trial.watched.is_(False), Trial.latest_version == 0)
+            .order_by(Trial.nct_id, SavedQuery.name))
+        pending: dict[str, str] = {}
+        for nct_id, name in rows:
+            pending.setdefault(nct_id, name)
+        return pending
 
 
 def _has_unrun_query(db: Database) -> bool:
@@ -313,10 +331,14 @@ def run_queries(db: Database, client: RegistryClient, report: CycleReport,
                 if is_new:
                     session.add(QueryMatch(query_id=query_id, trial_id=trial.id,
                                            matched_at=started))
-                if is_new and last_success is not None and not trial.watched:
+                if last_success is not None and not trial.watched and (
+                        is_new or not trial.latest_version):
+                    # A new match is watched once its first version and its new_trial event
+                    # are stored: a fetch that fails leaves it pending, not silently lost.
                     new_matches[stamp.nct_id] = name
                     if guard is not None:
                         guard.claim(session, [trial])
+                    continue
                 trial.watched = True
             saved = session.get(SavedQuery, query_id)
             assert saved is not None
@@ -375,6 +397,8 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
                 assert trial is not None
                 trial.registry_last_update = record.last_update_posted
                 trial.last_error = None
+                if record.nct_id in new_matches:
+                    trial.watched = True  # its new_trial event is stored: no longer pending
 
 
 def confirm_missing(db: Database, client: RegistryClient, report: CycleReport,
