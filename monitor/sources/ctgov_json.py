@@ -245,16 +245,26 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
 MAX_DEPTH = 64
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _check_depth(doc: Mapping[str, Any]) -> None:
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, Mapping) else value
-        for child in children:
-            if isinstance(child, Mapping | list):
-                if depth >= MAX_DEPTH:
-                    raise ParseError(f"document is nested deeper than {MAX_DEPTH} levels")
-                stack.append((child, depth + 1))
+    """Level by level; scalars (most of a document) are skipped by their exact type, the
+    slow abstract ``Mapping`` check is left for what is neither a scalar nor dict/list."""
+    level: list[Any] = [doc]
+    depth = 1
+    while True:
+        below: list[Any] = []
+        for value in level:
+            below.extend([
+                child for child in (value.values() if isinstance(value, Mapping) else value)
+                if (kind := type(child)) is dict or kind is list
+                or (kind not in _SCALARS and isinstance(child, Mapping | list))])
+        if not below:
+            return
+        if depth >= MAX_DEPTH:
+            raise ParseError(f"document is nested deeper than {MAX_DEPTH} levels")
+        level, depth = below, depth + 1
 
 
 def _sorted(values: list[str] | _Missing) -> list[str] | _Missing:
