@@ -271,7 +271,7 @@ def test_db_upgrade_on_empty_database_then_again(tw: Tw) -> None:
 def test_outdated_schema_is_refused_naming_db_upgrade(tw: Tw, command: tuple[str, ...]) -> None:
     tw.json("ingest", SEED_PAGE)
     with sqlite3.connect(tw.db_path) as connection:
-        connection.execute("UPDATE alembic_version SET version_num = '0000'")
+        connection.execute("UPDATE alembic_version SET version_num = '0001'")
     result = tw(*command)
     assert result.exit_code == 2
     assert result.stdout == ""

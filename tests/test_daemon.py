@@ -235,7 +235,7 @@ def test_config_error_is_one_line_naming_the_key(workspace: Workspace) -> None:
 def test_outdated_schema_is_refused_naming_db_upgrade(workspace: Workspace) -> None:
     assert workspace.command("run", "--once").returncode == 0  # creates the schema
     with sqlite3.connect(workspace.db_file) as connection:
-        connection.execute("update alembic_version set version_num = '0000_older'")
+        connection.execute("update alembic_version set version_num = '0001'")
     result = workspace.command("run")
     assert result.returncode != 0
     assert len(result.stderr.splitlines()) == 1

@@ -166,7 +166,7 @@ def test_status_never_prints_secrets(setup: Setup) -> None:
 def test_status_refuses_an_outdated_schema_naming_db_upgrade(setup: Setup) -> None:
     setup.database().close()
     with sqlite3.connect(setup.db_file) as connection:
-        connection.execute("update alembic_version set version_num = '0000_older'")
+        connection.execute("update alembic_version set version_num = '0001'")
     result = setup.status("--json")
     assert result.exit_code != 0
     assert "trialwatch db upgrade" in result.output and result.stdout == ""
