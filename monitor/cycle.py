@@ -199,7 +199,7 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
     new_matches: dict[str, str] = {}
     if only is None:
         new_matches = run_queries(db, client, report, clock)
-        for nct_id, name in _pending_new_matches(db).items():
+        for nct_id, name in pending_new_matches(db).items():
             new_matches.setdefault(nct_id, name)
         states = _load_states(db, only)  # queries may have added watched trials
     report.watched = len(states)
@@ -213,7 +213,7 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
     confirm_missing(db, client, report, missing, subscriptions, clock)
 
 
-def _pending_new_matches(db: Database) -> dict[str, str]:
+def pending_new_matches(db: Database) -> dict[str, str]:
     """New query matches whose first fetch failed (matched after the query's baseline, so
     not watched yet, and no version): they are fetched, with their new_trial event, again."""
     with db.transaction() as session:

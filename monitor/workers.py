@@ -31,6 +31,7 @@ from monitor.cycle import (
     confirm_missing,
     fetch_and_record,
     list_by_ids,
+    pending_new_matches,
     run_queries,
 )
 from monitor.ingest import Subscription
@@ -120,6 +121,11 @@ class _RoundWorker:
 
         new_matches = run_queries(self.db, self.client, self.report, self.clock,
                                   guard=self.guard, renew=renew)
+        pending = {n: q for n, q in pending_new_matches(self.db).items() if n not in new_matches}
+        if pending:  # matches whose first fetch failed in an earlier round: fetched again here
+            with self.db.transaction() as session:
+                self.guard.claim(session, list(repo.trials_by_nct_id(session, pending).values()))
+            new_matches.update(pending)
         if state.strategy is None:
             strategy, stamps = self._choose_strategy()
         else:

@@ -249,21 +249,31 @@ def test_a_worker_killed_while_holding_a_lease_has_its_batch_finished_by_the_oth
 
 
 def test_new_query_matches_give_one_new_trial_event_across_workers(db, pg_url, registry):
-    registry.add(make_study(TEMPLATE, nct(1), "2026-11-01", conditions=["Lupus"]))
     watch(db, populate(registry, 300)[100:])
+    registry.add(make_study(TEMPLATE, nct(1001), "2026-11-01", conditions=["Lupus"]))
     add_query(db, "lupus", term=None, condition="lupus")
     first = cycle_in_workers(3, pg_url, registry)
     assert [e for r in first for e in r.events] == []  # the query's baseline: no alerts
-    for number in (2, 3):
+    for number in (1002, 1003):
         registry.add(make_study(TEMPLATE, nct(number), TODAY,
                                 conditions=["Lupus nephritis"]))
     registry.data_timestamp = f"{TODAY}T23:00:00"
     registry.requests.clear()
+    # the first fetch of the new matches fails: their new_trial alerts must survive it
+    registry.fault_hook = lambda r: Fault.html() if (
+        "fields" not in r.params and nct(1003) in r.ids) else None
     second = cycle_in_workers(3, pg_url, registry)
-    events = sorted((e.nct_id, e.kind) for r in second for e in r.events)
-    assert events == [(nct(2), "new_trial"), (nct(3), "new_trial")]
-    assert full_fetches(registry) == Counter({nct(2): 1, nct(3): 1})
-    assert len(registry.requests_to("/studies")) <= 2 + 1 + 3  # query, fetch, 1 listing/batch
+    assert [e for r in second for e in r.events] == []
+    assert any(r.failures for r in second)
+    registry.fault_hook = None
+    registry.requests.clear()
+    third = cycle_in_workers(3, pg_url, registry)  # a new round: the last one had failures
+    events = sorted((e.nct_id, e.kind) for r in third for e in r.events)
+    assert events == [(nct(1002), "new_trial"), (nct(1003), "new_trial")]
+    assert full_fetches(registry) == Counter({nct(1002): 1, nct(1003): 1})
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Trial)
+                              .where(Trial.watched.is_(True))) == 203
 
 
 def test_a_round_with_failures_is_followed_by_a_new_round_that_retries_them(
