@@ -137,7 +137,7 @@ class Daemon:
                                               sleep=self._sleep)
             with client:
                 report = run_cycle(db, client, subscriptions=self.app.subscriptions,
-                                   worker=self._worker)
+                                   worker=self._worker, should_stop=self.stop.is_set)
         except Exception as exc:  # a database fault: log it, the next cycle tries again
             log.error("cycle.crashed", error_type=type(exc).__name__, error=_one_line(exc))
             self.metrics.record_cycle("failed", events=0, failures=1,
