@@ -6,7 +6,8 @@
            leases (taking over expired ones) until the round is complete, then close it
 
 The design (what a round is, how leases expire and are taken over) is described in
-``monitor.cycle``'s docstring and in README.md ("Running on PostgreSQL"); the SQL is ``storage.leases``.
+``monitor.cycle``'s docstring and in README.md ("Running on PostgreSQL"); the SQL is
+``storage.leases``.
 The steps themselves (listing, fetching, recording, removals, queries) are the ones the
 single-process cycle uses, called with a ``LeaseGuard`` so only leased trials are written.
 """
