@@ -92,18 +92,51 @@ def latest_version(session: Session, trial_row: Trial) -> Version | None:
 
 
 def prefetch_latest_versions(session: Session, trial_rows: Iterable[Trial]) -> None:
-    """Load the latest version of each trial in one query (without the raw document), so
-    ``latest_version`` answers for a whole fetched page without one SELECT per trial."""
+    """Load the latest version of each trial (without the raw document) and the content
+    hashes of all its versions, a few queries for a whole fetched page, so that
+    ``latest_version`` and ``has_version_with_hash`` answer without one SELECT per trial."""
     ids = [t.id for t in trial_rows if t.latest_version]
     seen: dict[tuple[int, int], Version] = session.info.setdefault(_LATEST_SEEN, {})
+    hashes: dict[int, set[str]] = session.info.setdefault(_HASHES_SEEN, {})
     for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
         stmt = (select(Version)
                 .join(Trial, (Trial.id == Version.trial_id)
                       & (Trial.latest_version == Version.version))
-                .where(Trial.id.in_(ids[start:start + 500]))
+                .where(Trial.id.in_(chunk))
                 .options(defer(Version.raw)))
         for row in session.scalars(stmt):
             seen[(row.trial_id, row.version)] = row
+        found: dict[int, set[str]] = {trial_id: set() for trial_id in chunk}
+        for trial_id, content_hash in session.execute(
+                select(Version.trial_id, Version.content_hash)
+                .where(Version.trial_id.in_(chunk))):
+            found[trial_id].add(content_hash)
+        hashes.update(found)
+
+
+_HASHES_SEEN = "trialwatch.version_hashes"
+_QUERY_NAMES = "trialwatch.query_names"
+_CACHES = (_TRIALS_SEEN, _LATEST_SEEN, _HASHES_SEEN, _QUERY_NAMES)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _forget_after_bulk_writes(state: Any) -> None:
+    """An INSERT/UPDATE/DELETE statement may touch anything remembered: forget it all."""
+    if state.is_insert or state.is_update or state.is_delete:
+        for key in _CACHES:
+            state.session.info.pop(key, None)
+
+
+@event.listens_for(Session, "before_flush")
+def _forget_query_names(session: Session, _context: Any, _instances: Any) -> None:
+    if _QUERY_NAMES in session.info and _touches_queries(session):
+        del session.info[_QUERY_NAMES]
+
+
+def _touches_queries(session: Session) -> bool:
+    return any(isinstance(o, QueryMatch | SavedQuery)
+               for o in (*session.new, *session.deleted, *session.dirty))
 
 
 def versions(session: Session, trial_row: Trial) -> Sequence[Version]:
@@ -112,6 +145,9 @@ def versions(session: Session, trial_row: Trial) -> Sequence[Version]:
 
 
 def has_version_with_hash(session: Session, trial_row: Trial, content_hash: str) -> bool:
+    known = session.info.get(_HASHES_SEEN, {}).get(trial_row.id)
+    if known is not None:
+        return content_hash in known
     stmt = select(Version.id).where(Version.trial_id == trial_row.id,
                                     Version.content_hash == content_hash).limit(1)
     return session.scalars(stmt).first() is not None
@@ -127,6 +163,9 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> Version:
     row = Version(trial_id=trial_row.id, version=number, **fields)
     session.add(row)
     trial_row.latest_version = number
+    known = session.info.get(_HASHES_SEEN, {}).get(trial_row.id)
+    if known is not None:
+        known.add(row.content_hash)
     return row
 
 
@@ -186,6 +225,22 @@ def saved_query(session: Session, name: str) -> SavedQuery | None:
 
 
 def query_names_of(session: Session, trial_row: Trial) -> set[str]:
+    """Names of the saved queries that matched the trial. The first call in a session asks
+    for every trial the session holds at once (a fetched page), later calls are answered
+    from that, until the session writes query matches."""
+    names: dict[int, set[str]] | None = session.info.get(_QUERY_NAMES)
+    if names is None and not _touches_queries(session):
+        names = {t.id: set() for t in _seen(session).values() if t.id is not None}
+        ids = list(names)
+        for start in range(0, len(ids), 500):
+            stmt = (select(QueryMatch.trial_id, SavedQuery.name)
+                    .join(SavedQuery, QueryMatch.query_id == SavedQuery.id)
+                    .where(QueryMatch.trial_id.in_(ids[start:start + 500])))
+            for trial_id, name in session.execute(stmt):
+                names[trial_id].add(name)
+        session.info[_QUERY_NAMES] = names
+    if names is not None and trial_row.id in names and not _touches_queries(session):
+        return set(names[trial_row.id])
     stmt = (select(SavedQuery.name).join(QueryMatch, QueryMatch.query_id == SavedQuery.id)
             .where(QueryMatch.trial_id == trial_row.id))
     return set(session.scalars(stmt))
