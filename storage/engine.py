@@ -83,6 +83,7 @@ def open_database(url: str) -> Database:
         raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
     return Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
 
 
@@ -93,3 +94,14 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    # Transactions are begun by _begin_immediate, not by the driver's implicit BEGIN (which
+    # comes only before the first write, after the reads it depends on).
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection: Any) -> None:
+    """Every unit of work takes SQLite's write lock when it starts (waiting up to the busy
+    timeout), so what it reads cannot change before it writes. Without it two processes
+    (``run`` and ``check``, two ``ingest``s) read the same latest version, both wrote the
+    next one and one died on a UNIQUE constraint; both could also claim the same alert."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -84,8 +84,8 @@ def copy_database(source: Database, target: Database, *,
 
 def _snapshot(connection: Connection) -> None:
     """Read every table in one transaction, so the copy is one consistent point in time."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN")  # pysqlite would not begin one for SELECTs
+    if connection.dialect.name == "sqlite":  # storage.engine begins it (BEGIN IMMEDIATE)
+        connection.exec_driver_sql("SELECT 1")
     elif connection.dialect.name == "postgresql":
         connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
 
