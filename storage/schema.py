@@ -75,6 +75,10 @@ def ensure_schema(db: Database, *, create_if_empty: bool = True) -> None:
     if current is None and create_if_empty and is_empty(db):
         upgrade(db)
         return
+    if current is None:  # not empty after all: another process may have just migrated it
+        current = current_revision(db)
+        if current == head_revision():
+            return
     if current is not None and not is_known_revision(current):
         raise SchemaOutdated(
             f"database schema is at revision {current}, which this trialwatch does not know "
