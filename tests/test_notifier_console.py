@@ -6,32 +6,16 @@ import io
 from typing import Any
 
 import pytest
+from alert_samples import STATUS_EVENT, sample_alert
 
 from notifiers.base import Alert, ConfigurationError, DeliveryError
 from notifiers.console import ConsoleConfig, ConsoleNotifier
 from notifiers.registry import build_channel
 
-STATUS_EVENT = {
-    "kind": "status",
-    "field": "overall_status",
-    "old": "NOT_YET_RECRUITING",
-    "new": "RECRUITING",
-    "severity": "high",
-    "summary": "Recruitment status: Not yet recruiting → Recruiting",
-}
-
 
 def make_alert(**overrides: Any) -> Alert:
-    values: dict[str, Any] = {
-        "id": "alert-0001",
-        "channel": "terminal",
-        "nct_id": "NCT07328581",
-        "title": "CAR-T Cell Therapy for Refractory Lupus",
-        "version": 2,
-        "events": [STATUS_EVENT],
-    }
-    values.update(overrides)
-    return Alert(**values)
+    defaults: dict[str, Any] = {"channel": "terminal"}
+    return sample_alert(**{**defaults, **overrides})
 
 
 def test_writes_a_readable_alert_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from alert_samples import STATUS_EVENT, sample_alert
 from receivers import Mailbox, free_port, smtp_mailbox
 
 from notifiers.base import Alert, ConfigurationError, DeliveryError
@@ -26,31 +27,11 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 PASSWORD = "correct-horse-battery-staple"
-STATUS_EVENT = {
-    "nct_id": "NCT07328581",
-    "kind": "status",
-    "field": "overall_status",
-    "old": "NOT_YET_RECRUITING",
-    "new": "RECRUITING",
-    "severity": "high",
-    "from_version": 1,
-    "to_version": 2,
-    "detected_at": "2026-11-25T12:00:00Z",
-    "summary": "Recruitment status: Not yet recruiting → Recruiting",
-}
 
 
 def make_alert(**overrides: Any) -> Alert:
-    values: dict[str, Any] = {
-        "id": "alert-0001",
-        "channel": "team-mail",
-        "nct_id": "NCT07328581",
-        "title": "CAR-T Cell Therapy for Refractory Lupus",
-        "version": 2,
-        "events": [STATUS_EVENT],
-    }
-    values.update(overrides)
-    return Alert(**values)
+    defaults: dict[str, Any] = {"channel": "team-mail"}
+    return sample_alert(**{**defaults, **overrides})
 
 
 class AuthMailbox(Mailbox):

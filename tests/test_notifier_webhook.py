@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from alert_samples import sample_alert
 from receivers import WebhookReceiver as Receiver
 from receivers import webhook_receiver
 from standardwebhooks import Webhook
@@ -23,31 +24,12 @@ from notifiers.webhook import WebhookConfig, WebhookNotifier
 
 KEY = b"a 32-byte key for the test hooks"
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
-STATUS_EVENT = {
-    "nct_id": "NCT07328581",
-    "kind": "status",
-    "field": "overall_status",
-    "old": "NOT_YET_RECRUITING",
-    "new": "RECRUITING",
-    "severity": "high",
-    "from_version": 1,
-    "to_version": 2,
-    "detected_at": "2026-11-25T12:00:00Z",
-    "summary": "Recruitment status: Not yet recruiting → Recruiting",
-}
 
 
 def make_alert(**overrides: Any) -> Alert:
-    values: dict[str, Any] = {
-        "id": "alert-0001",
-        "channel": "ops-hook",
-        "nct_id": "NCT07328581",
-        "title": "CAR-T Cell Therapy for Refractory Lupus — “quoted” <b>",
-        "version": 2,
-        "events": [STATUS_EVENT],
-    }
-    values.update(overrides)
-    return Alert(**values)
+    defaults: dict[str, Any] = {"channel": "ops-hook",
+                                "title": "CAR-T Cell Therapy for Refractory Lupus — “quoted” <b>"}
+    return sample_alert(**{**defaults, **overrides})
 
 
 @pytest.fixture
