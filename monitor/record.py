@@ -101,7 +101,13 @@ def is_valid_nct_id(value: str) -> bool:
 def identity_key(section: str, field_name: str, item: Mapping[str, Any]) -> str:
     """The identity of one list item, e.g. a site's ``facility|city`` (case-insensitive)."""
     parts = LIST_IDENTITY[(section, field_name)]
-    return "|".join(" ".join(str(item.get(p) or "").split()).casefold() for p in parts)
+    if len(parts) == 1:
+        return _identity_part(item.get(parts[0]))
+    return "|".join([_identity_part(item.get(p)) for p in parts])
+
+
+def _identity_part(value: Any) -> str:
+    return " ".join(str(value).split()).casefold() if value else ""
 
 
 @dataclass(frozen=True)

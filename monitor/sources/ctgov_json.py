@@ -256,8 +256,11 @@ def _check_depth(doc: Mapping[str, Any]) -> None:
     while True:
         below: list[Any] = []
         for value in level:
+            kind = type(value)
+            children = value.values() if kind is dict or (
+                kind is not list and isinstance(value, Mapping)) else value
             below.extend([
-                child for child in (value.values() if isinstance(value, Mapping) else value)
+                child for child in children
                 if (kind := type(child)) is dict or kind is list
                 or (kind not in _SCALARS and isinstance(child, Mapping | list))])
         if not below:
