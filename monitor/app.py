@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.errors import CommandError
+from monitor.errors import CommandError, database_busy
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -59,7 +59,7 @@ class App:
             except (DatabaseError, SchemaOutdated) as exc:
                 raise CommandError(f"database {_safe_url(url)}: {exc}") from None
             except Exception as exc:  # driver errors: server down, bad credentials, ...
-                raise CommandError(
+                raise database_busy(exc, _safe_url(url)) or CommandError(
                     f"database {_safe_url(url)}: {_first_line(exc)}") from None
             self._database = db
         return self._database

@@ -16,3 +16,17 @@ class CommandError(click.ClickException):
 
     def show(self, file: object = None) -> None:
         click.echo(f"trialwatch: error: {self.format_message()}", err=True)
+
+
+def database_busy(exc: BaseException, database: str | None = None) -> CommandError | None:
+    """SQLite's "database is locked" (another process kept its write lock past the busy
+    timeout) as the one-line error a user can act on; None for any other exception."""
+    if type(exc).__name__ != "OperationalError" or not any(
+            text in str(exc) for text in ("database is locked", "database is busy")):
+        return None
+    from storage.engine import SQLITE_BUSY_TIMEOUT_MS
+
+    where = f"database {database}: " if database else ""
+    return CommandError(
+        f"{where}database is busy: another process held its write lock for more than "
+        f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g}s (a long `trialwatch` command?); try again")

@@ -16,7 +16,7 @@ import click
 
 from monitor import __version__
 from monitor.app import App
-from monitor.errors import CommandError
+from monitor.errors import CommandError, database_busy
 
 COMMANDS: dict[str, str] = {
     "watch": "monitor.cli.watching:watch",
@@ -51,6 +51,17 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command
+
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; SQLite's "database is locked" becomes one line, not a bug."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            busy = database_busy(exc)
+            if busy is None:
+                raise
+            raise busy from None
 
 
 def _module_exists(target: str) -> bool:
