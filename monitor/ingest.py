@@ -73,6 +73,10 @@ def record_observation(session: Session, observation: Observation, *,
             # a replay of an older version (an ingest run again): going "back" to it would
             # be a false alert, and going forward again another one
             return RecordOutcome(record.nct_id, latest.version, False, [])
+        if not historical and _posted_before(record.last_update_posted, latest.last_update_posted):
+            # older than the stored version (a slower process fetched it before another
+            # stored a newer one, or an older file): a "change back" would be a false alert
+            return RecordOutcome(record.nct_id, latest.version, False, [])
         previous = _known_state(session, trial_row, latest)
         if record.knows_less_or_equal(previous):
             return RecordOutcome(record.nct_id, latest.version, False, [])
@@ -173,6 +177,11 @@ def _refresh_trial_summary(trial_row: Trial, record: TrialRecord) -> None:
     if record.overall_status is not None:
         trial_row.overall_status = record.overall_status
     trial_row.removed_at = None
+
+
+def _posted_before(posted: str | None, latest: str | None) -> bool:
+    """Whether a last-update date (ISO, as the registry posts it) is older than another."""
+    return bool(posted and latest and posted < latest)
 
 
 def iso_utc(moment: datetime) -> str:
