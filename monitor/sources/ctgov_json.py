@@ -131,20 +131,36 @@ class _Emitter:
         else:
             out[key] = value
 
-    def strings(self, src: Mapping[str, Any], path: str, spec: Mapping[str, str]) -> dict[str, Any]:
-        """A dict of string fields ``out_key <- src[src_key]``."""
+    def strings(self, src: Mapping[str, Any], path: str | tuple[str, str, int],
+                spec: Mapping[str, str]) -> dict[str, Any]:
+        """A dict of string fields ``out_key <- src[src_key]`` (``_str`` and ``put``, inlined:
+        this runs for every site, outcome and contact of every document). ``path`` may be
+        ``(path, key, index)``, formatted only for an error message."""
         out: dict[str, Any] = {}
+        full = self.full
         for out_key, src_key in spec.items():
-            self.put(out, out_key, _str(src, src_key, path))
+            value = src.get(src_key, MISSING)
+            if type(value) is str or (value is not MISSING and isinstance(value, str)):
+                out[out_key] = value.strip() or None
+            elif value is None or (value is MISSING and full):
+                out[out_key] = None
+            elif value is not MISSING:
+                where = path if isinstance(path, str) else f"{path[0]}.{path[1]}[{path[2]}]"
+                raise ParseError(f"{where}.{src_key}: expected a string, got {_kind(value)}")
         return out
 
     def records(
         self, parent: Mapping[str, Any] | None, key: str, path: str, spec: Mapping[str, str]
     ) -> list[dict[str, Any]] | _Missing:
-        items = _objects(parent, key, path)
+        items = _list(parent, key, path)
         if isinstance(items, _Missing):
             return items
-        return [self.strings(item, item_path, spec) for item, item_path in items]
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise ParseError(f"{path}.{key}[{i}]: expected an object, got {_kind(item)}")
+            out.append(self.strings(item, (path, key, i), spec))
+        return out
 
     def date(self, parent: Mapping[str, Any] | None, key: str, path: str) -> Any:
         if parent is None or key not in parent:
