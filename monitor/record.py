@@ -212,6 +212,8 @@ class TrialRecord:
 def _sorted_by_identity(section: str, field_name: str, items: list[Any]) -> list[Any]:
     """Items by identity; ties (two sites alike) by their canonical JSON, so the order is
     total. The JSON is only serialized when identities do collide."""
+    if len(items) < 2:
+        return list(items)
     keyed = [(identity_key(section, field_name, item), item) for item in items]
     if len({k for k, _ in keyed}) == len(keyed):
         return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
