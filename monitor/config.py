@@ -75,7 +75,8 @@ DEFAULT_CTGOV_HISTORY_URL = "https://clinicaltrials.gov/api/int"
 
 
 Severity = Literal["low", "medium", "high"]
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key")
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key",
+                 "authorization")  # a webhook's headers.Authorization holds a credential
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
