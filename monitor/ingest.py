@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from monitor.diff import diff_records
@@ -98,7 +99,7 @@ def record_observation(session: Session, observation: Observation, *,
     alerts = 0
     if stamped:
         rows = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
-                               detected_at=detected, historical=historical)
+                               detected_at=detected, historical=historical, flush=False)
         if not historical:
             alerts = enqueue_alerts(session, trial_row, stored.version,
                                     list(zip(stamped, rows, strict=True)), subscriptions,
@@ -109,22 +110,60 @@ def record_observation(session: Session, observation: Observation, *,
 def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,
                    events: Sequence[tuple[ChangeEvent, Any]],
                    subscriptions: Sequence[Subscription], *, now: datetime) -> int:
-    """One outbox row per channel whose subscriptions select at least one of the events."""
+    """One outbox row per channel whose subscriptions select at least one of the events.
+
+    The rows name their events by id, which the events get when they are flushed: the rows
+    are therefore written just before the session's next query or its commit (whichever
+    comes first, in the same transaction), so a page of recorded trials is flushed once,
+    not once per trial. The number of rows is known (and returned) now.
+    """
     if not subscriptions:
         return 0
     query_names = repo.query_names_of(session, trial_row)
-    chosen: dict[str, list[int]] = {}
+    chosen: dict[str, list[Any]] = {}
     for subscription in subscriptions:
         for event, row in events:
             if subscription.matches(event.to_json(), nct_id=trial_row.nct_id,
                                     query_names=query_names):
-                ids = chosen.setdefault(subscription.channel, [])
-                if row.id not in ids:
-                    ids.append(row.id)
-    for channel, event_ids in sorted(chosen.items()):
-        repo.enqueue_alert(session, channel=channel, trial_row=trial_row,
-                           version_number=version_number, event_ids=sorted(event_ids), now=now)
+                rows = chosen.setdefault(subscription.channel, [])
+                if all(row is not other for other in rows):
+                    rows.append(row)
+    if chosen:
+        pending = session.info.setdefault(_PENDING_ALERTS, [])
+        pending.append((trial_row, version_number, chosen, now))
     return len(chosen)
+
+
+_PENDING_ALERTS = "trialwatch.pending_alerts"
+
+
+def write_pending_alerts(session: Session) -> None:
+    """Write the outbox rows ``enqueue_alerts`` left pending (flushing their events first)."""
+    pending = session.info.pop(_PENDING_ALERTS, None)
+    if not pending:
+        return
+    session.flush()
+    for trial_row, version_number, chosen, now in pending:
+        for channel, rows in sorted(chosen.items()):
+            repo.enqueue_alert(session, channel=channel, trial_row=trial_row,
+                               version_number=version_number,
+                               event_ids=sorted(row.id for row in rows), now=now)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _alerts_before_commit(session: Session) -> None:
+    write_pending_alerts(session)
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _alerts_before_query(state: Any) -> None:
+    if _PENDING_ALERTS in state.session.info:
+        write_pending_alerts(state.session)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _alerts_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING_ALERTS, None)
 
 
 def record_removal(session: Session, trial_row: Trial, *, now: datetime,

@@ -170,7 +170,10 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> Version:
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
-               *, detected_at: datetime, historical: bool = False) -> list[Event]:
+               *, detected_at: datetime, historical: bool = False,
+               flush: bool = True) -> list[Event]:
+    """Store events; flushed (ids assigned) unless ``flush=False``, where the caller lets
+    them go with the next query or the commit, together with the rest of its page."""
     rows = [
         Event(trial_id=trial_row.id, from_version=e["from_version"], to_version=e["to_version"],
               kind=e["kind"], field=e["field"], old=e["old"], new=e["new"],
@@ -179,7 +182,8 @@ def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, An
         for e in events
     ]
     session.add_all(rows)
-    session.flush()
+    if flush:
+        session.flush()
     return rows
 
 
