@@ -207,7 +207,11 @@ def _known_state(session: Session, trial_row: Trial, latest: Version) -> TrialRe
 
 
 def _knows_every_field(sections: Mapping[str, Mapping[str, Any]]) -> bool:
-    return all(key in sections.get(name, {}) for name, keys in SECTIONS.items() for key in keys)
+    return all(name in sections and sections[name].keys() >= keys
+               for name, keys in _SECTION_KEYS)
+
+
+_SECTION_KEYS = [(name, frozenset(keys)) for name, keys in SECTIONS.items()]
 
 
 def _refresh_trial_summary(trial_row: Trial, record: TrialRecord) -> None:

@@ -130,13 +130,21 @@ def _forget_after_bulk_writes(state: Any) -> None:
 
 @event.listens_for(Session, "before_flush")
 def _forget_query_names(session: Session, _context: Any, _instances: Any) -> None:
-    if _QUERY_NAMES in session.info and _touches_queries(session):
+    if _QUERY_NAMES in session.info and _touches_queries(session, dirty=True):
         del session.info[_QUERY_NAMES]
 
 
-def _touches_queries(session: Session) -> bool:
-    return any(isinstance(o, QueryMatch | SavedQuery)
-               for o in (*session.new, *session.deleted, *session.dirty))
+@event.listens_for(Session, "transient_to_pending")
+def _forget_query_names_on_add(session: Session, instance: Any) -> None:
+    if isinstance(instance, QueryMatch | SavedQuery):
+        session.info.pop(_QUERY_NAMES, None)
+
+
+def _touches_queries(session: Session, *, dirty: bool = False) -> bool:
+    """Query matches or saved queries being deleted (or, at a flush, changed): new ones
+    are caught as they are added (``_forget_query_names_on_add``)."""
+    objects = (*session.deleted, *session.dirty) if dirty else session.deleted
+    return any(isinstance(o, QueryMatch | SavedQuery) for o in objects)
 
 
 def versions(session: Session, trial_row: Trial) -> Sequence[Version]:
