@@ -59,7 +59,8 @@ def setup(db_url: str, n: int) -> dict[str, Any]:
 
 def cycle(db_url: str, base_url: str, profile: str | None = None) -> dict[str, Any]:
     """One ``run_cycle``. ``BENCH_MAX_URL_LENGTH`` (``--quick`` only) shrinks the client's URL
-    limit so that a tiny watch list still needs several listing requests."""
+    limit so that a tiny watch list still needs several listing requests; ``BENCH_SHARED``
+    ``0``/``1`` forces ``run_cycle(shared=...)`` (default: shared rounds on PostgreSQL)."""
     from monitor.cycle import run_cycle
     from monitor.logs import configure_logging
     from monitor.sources.ctgov import RegistryClient
@@ -79,7 +80,8 @@ def cycle(db_url: str, base_url: str, profile: str | None = None) -> dict[str, A
             profiler = Profiler(interval=0.001)
             profiler.start()
         started = time.perf_counter()
-        report = run_cycle(db, client, subscriptions=[Everything()])
+        shared = {"0": False, "1": True}.get(os.environ.get("BENCH_SHARED", ""))
+        report = run_cycle(db, client, subscriptions=[Everything()], shared=shared)
         seconds = time.perf_counter() - started
         if profiler is not None:
             profiler.stop()

@@ -167,9 +167,13 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def bench_n(n: int, changed: int, *, rounds: int, churn: int, db_kind: str, workdir: Path,
             naive_subset: int, log: Any = print) -> dict[str, Any]:
+    if db_kind == "postgres":
+        db_kind += " (single cycle)" if os.environ.get("BENCH_SHARED") == "0" else \
+            " (shared round)"
     result: dict[str, Any] = {"n": n, "changed": changed, "db": db_kind, "churn": churn,
                               "request_target": request_target(n, changed)}
-    with RegistryProcess(n) as registry, database(db_kind, workdir, f"bench_{n}") as db_url:
+    with RegistryProcess(n) as registry, \
+            database(db_kind.split()[0], workdir, f"bench_{n}") as db_url:
         result["setup"] = run_worker("setup", db_url, str(n))
         log(f"[N={n:,} {db_kind}] cold cycle ...")
         registry.mark()
@@ -358,16 +362,17 @@ def verdicts(r: dict[str, Any]) -> list[str]:
 
 def scaling_table(results: list[dict[str, Any]]) -> str:
     rows = ["| N | C | cold cycle | cold records/s | cold requests | cold peak RSS | "
-            "steady changed-since: time / requests | steady ids: time / requests | "
-            "floor (ids) | no new data |",
+            "steady, registry churn 3,000: time / requests (strategy) | "
+            "steady, churn > ids listing: time / requests (strategy) | "
+            "floor of the latter | no new data: time / requests |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         cs, ids, cold = r["steady_changed_since"], r["steady_ids"], r["cold"]
         rows.append(
             f"| {r['n']:,} | {r['changed']:,} | {cold['seconds']:.1f} s | "
             f"{cold['records_per_s']:,.0f} | {cold['requests']} | {cold['peak_rss_mb']:.0f} MB |"
-            f" {cs['cycle_s'] * 1000:,.0f} ms / {max(cs['requests'])} |"
-            f" {ids['cycle_s'] * 1000:,.0f} ms / {max(ids['requests'])} |"
+            f" {cs['cycle_s'] * 1000:,.0f} ms / {max(cs['requests'])} ({cs['strategy'][0]}) |"
+            f" {ids['cycle_s'] * 1000:,.0f} ms / {max(ids['requests'])} ({ids['strategy'][0]}) |"
             f" {ids['floor_s'] * 1000:,.0f} ms |"
             f" {r['unchanged']['seconds'] * 1000:.0f} ms / {r['unchanged']['requests']} |")
     return "\n".join(rows)
@@ -382,6 +387,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--churn", type=int, default=3000,
                         help="other registry studies changed since the last cycle")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--pg-single", action="store_true",
+                        help="PostgreSQL: run_cycle(shared=False), one process's cycle "
+                             "instead of the multi-worker shared round (the default there)")
     parser.add_argument("--naive-subset", type=int, default=1000,
                         help="trials the naive approach runs on (0: skip), extrapolated to N")
     parser.add_argument("--scaling", action="store_true",
@@ -399,6 +407,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # requests and both listing strategies are exercised
         os.environ["BENCH_MAX_URL_LENGTH"] = "1000"
 
+    if args.pg_single:
+        os.environ["BENCH_SHARED"] = "0"
     report: dict[str, Any] = {"machine": machine(), "argv": sys.argv[1:] if argv is None
                               else argv, "runs": []}
     workdir = Path(tempfile.mkdtemp(prefix="trialwatch-bench-"))
