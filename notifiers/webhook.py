@@ -17,8 +17,10 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -81,6 +83,13 @@ class WebhookConfig(NotifierConfig):
     headers: Annotated[dict[str, str], AfterValidator(_extra_headers)] = Field(
         default_factory=dict
     )
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verification, built once: loading the CA bundle for every alert cost
+    ~20 ms each (500 alerts: 10 s of a delivery run)."""
+    return httpx.create_ssl_context()
 
 
 def decode_secret(secret: str) -> bytes:
@@ -181,7 +190,8 @@ class WebhookNotifier:
         timeout = httpx.Timeout(self.config.timeout)
         try:
             with httpx.Client(
-                timeout=timeout, follow_redirects=False, transport=self._transport
+                timeout=timeout, follow_redirects=False, transport=self._transport,
+                verify=_tls_context(),
             ) as client:
                 response = client.post(self.config.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
