@@ -25,7 +25,7 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -80,18 +80,37 @@ def trialwatch(config: Path, *args: str) -> subprocess.Popen[bytes]:
                             env={**os.environ, "TRIALWATCH_LOG_LEVEL": "error"})
 
 
-def kill_at_random(process: subprocess.Popen[bytes], rng: random.Random, latest: float) -> bool:
-    """SIGKILL after a random delay; False when the process had already finished."""
-    deadline = time.monotonic() + rng.uniform(0.3, latest)
-    while time.monotonic() < deadline:
+def kill_when(process: subprocess.Popen[bytes], reached: Callable[[], bool],
+              rng: random.Random) -> bool:
+    """SIGKILL once ``reached()`` (some random amount of progress), a few random milliseconds
+    later so the kill lands anywhere, mid-transaction included; False when the process
+    finished first (it must then have succeeded)."""
+    while not reached():
         if process.poll() is not None:
+            assert process.stderr is not None
+            stderr = process.stderr.read().decode()
+            process.stderr.close()
+            assert process.returncode == 0, stderr
             return False
-        time.sleep(0.01)
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0, 0.03))
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.stderr is not None
     process.stderr.close()
     return True
+
+
+def count_rows(db_path: Path, table: str) -> int:
+    if not db_path.exists():
+        return 0
+    connection = sqlite3.connect(db_path, timeout=30)
+    try:
+        return int(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        connection.close()
 
 
 def assert_consistent(db_path: Path) -> dict[str, int]:
@@ -136,8 +155,12 @@ def crash_ingest_repeatedly(tmp_path: Path, records: Path, hook: WebhookReceiver
     db_path = tmp_path / "tw.db"
     kills = 0
     for _ in range(times):
+        stored = count_rows(db_path, "versions")
+        if stored >= 2 * TRIALS:
+            break  # nothing left to interrupt
+        target = rng.randint(stored + 1, 2 * TRIALS)
         process = trialwatch(config, "ingest", "--no-notify", str(records))
-        if not kill_at_random(process, rng, latest=4.0):
+        if not kill_when(process, lambda t=target: count_rows(db_path, "versions") >= t, rng):
             break
         kills += 1
         assert_consistent(db_path)
@@ -159,8 +182,11 @@ def crash_delivery_repeatedly(tmp_path: Path, config: Path, records: Path,
     one_file = str(next(records.iterdir()))  # nothing new: the command only delivers
     kills = 0
     for _ in range(times):
+        if len(hook.requests) >= TRIALS:
+            break
+        target = rng.randint(len(hook.requests) + 1, TRIALS)
         process = trialwatch(config, "ingest", one_file)
-        if not kill_at_random(process, rng, latest=3.0):
+        if not kill_when(process, lambda t=target: len(hook.requests) >= t, rng):
             break
         kills += 1
         assert_consistent(db_path)
