@@ -283,3 +283,29 @@ def test_an_older_document_stored_after_a_newer_one_is_no_change_back(tmp_path: 
     db.close()
     assert [(o.version, o.changed, [e.kind for e in o.events]) for o in outcomes] == [
         (1, True, []), (2, True, ["status"]), (2, False, [])]
+
+
+def test_two_processes_delivering_at_once_send_each_alert_once(workspace: Path) -> None:
+    """Without a crash nothing is sent twice: two deliverers never claim the same alert."""
+    from receivers import webhook_receiver
+
+    config = workspace / "hooked.toml"
+    with webhook_receiver() as hook:
+        hook.delay = 0.005
+        config.write_text(textwrap.dedent(f"""
+            [database]
+            url = "sqlite:///{workspace / 'tw.db'}"
+            [channels.ops-hook]
+            type = "webhook"
+            url = "{hook.url}"
+            """))
+        stored = run("--config", str(config), "ingest", "--no-notify",
+                     str(workspace / "records"))
+        assert stored.returncode == 0, stored.stderr
+        one_file = str(next((workspace / "records").iterdir()))
+        deliverers = [start("--config", str(config), "ingest", one_file) for _ in range(2)]
+        for process in deliverers:
+            _out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+        ids = [r.headers["webhook-id"] for r in hook.requests]
+    assert len(ids) == 100 and len(set(ids)) == 100
