@@ -21,6 +21,8 @@ import copy
 import json
 import os
 import random
+import re
+import tempfile
 import time
 from collections.abc import Callable
 from functools import cache
@@ -260,6 +262,21 @@ def test_any_text_given_to_the_text_page_parser_is_a_record_or_a_parse_error(tex
 @given(st.binary(max_size=4000))
 def test_arbitrary_bytes_are_a_record_or_a_parse_error(data: bytes) -> None:
     assert_records_or_parse_error(data)
+
+
+@settings(PROFILE, max_examples=max(10, PROFILE.max_examples // 3))
+@given(st.one_of(mutated_documents(), mutated_pages()))
+def test_read_record_file_answers_as_parse_record_bytes(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "record.json"
+        path.write_bytes(data)
+        try:
+            from_file = [d.record.content_hash for d in read_record_file(path)]
+        except ParseError as exc:
+            with pytest.raises(ParseError, match=re.escape(str(exc))):
+                parse_record_bytes(data, str(path))
+            return
+    assert [d.record.content_hash for d in parse_record_bytes(data, "x")] == from_file
 
 
 @pytest.mark.parametrize("depth", [200, 255, 300, 1000, 1025, 100_000])
