@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,8 @@ class Everything:
 
     channel = "bench"
 
-    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
+    def matches(self, event: Mapping[str, Any], *, nct_id: str,
+                query_names: set[str]) -> bool:
         return True
 
 
@@ -83,7 +85,7 @@ def cycle(db_url: str, base_url: str, profile: str | None = None) -> dict[str, A
         shared = {"0": False, "1": True}.get(os.environ.get("BENCH_SHARED", ""))
         report = run_cycle(db, client, subscriptions=[Everything()], shared=shared)
         seconds = time.perf_counter() - started
-        if profiler is not None:
+        if profiler is not None and profile:
             profiler.stop()
             with open(profile, "w") as out:
                 out.write(profiler.output_text(unicode=False, color=False, show_all=False))

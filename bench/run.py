@@ -126,10 +126,10 @@ def request_target(n: int, changed: int) -> int:
 def ids_listing_requests(n: int, base_url: str) -> int:
     from monitor.sources.ctgov import RegistryClient
 
-    options = {}
-    if os.environ.get("BENCH_MAX_URL_LENGTH"):
-        options["max_url_length"] = int(os.environ["BENCH_MAX_URL_LENGTH"])
-    with RegistryClient(base_url, requests_per_second=0, **options) as client:
+    limit = int(os.environ.get("BENCH_MAX_URL_LENGTH") or 0)
+    with RegistryClient(base_url, requests_per_second=0) as client:
+        if limit:
+            client.max_url_length = limit
         return client.listing_requests(n)
 
 

@@ -172,7 +172,7 @@ class SyntheticRegistry(FakeRegistry):
     def __init__(self, n: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lazy = LazyStudies(n, Templates())
-        self.studies = self.lazy  # type: ignore[assignment]
+        self.studies = self.lazy
 
     def change(self, count: int, round_number: int, date: str | None = None) -> list[str]:
         """Give ``count`` watched studies (a different set each round) a new revision."""
@@ -201,7 +201,7 @@ class SyntheticRegistry(FakeRegistry):
     def _select(self, params: dict[str, str], since: str, until: str) -> Any:
         if "query.term" in params or "query.cond" in params:
             return super()._select(params, since, until)
-        fields = params.get("fields")
+        fields = params.get("fields") or ""
         stamps_only = bool(fields) and set(fields.split(",")) <= STAMP_FIELDS
         if "filter.ids" in params:
             ids = sorted({i for i in re.split(r"[,|]", params["filter.ids"]) if i})

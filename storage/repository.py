@@ -253,9 +253,9 @@ def query_names_of(session: Session, trial_row: Trial) -> set[str]:
         session.info[_QUERY_NAMES] = names
     if names is not None and trial_row.id in names and not _touches_queries(session):
         return set(names[trial_row.id])
-    stmt = (select(SavedQuery.name).join(QueryMatch, QueryMatch.query_id == SavedQuery.id)
-            .where(QueryMatch.trial_id == trial_row.id))
-    return set(session.scalars(stmt))
+    one = (select(SavedQuery.name).join(QueryMatch, QueryMatch.query_id == SavedQuery.id)
+           .where(QueryMatch.trial_id == trial_row.id))
+    return set(session.scalars(one))
 
 
 def last_cycle(session: Session) -> Cycle | None:
