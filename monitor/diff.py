@@ -8,8 +8,9 @@ How it works:
    not a change and one added site is one entry.
 3. The projections are compared field by field (strict JSON equality: ``1`` is not ``1.0``
    nor ``true``), which says *which* fields differ; the keyed lists then say which items.
-   (deepdiff answered the same question at 10-500x the cost: a whole 1,148-site list walked
-   item by item, only to learn that ``sites`` changed.)
+   deepdiff then spells out what moved inside each changed item (``item_change_parts``).
+   It is not run over whole sections: that answers "which field?" at 10-500x the cost (a
+   1,148-site list walked item by item only to learn that ``sites`` changed).
 4. ``FIELD_RULES`` says *what* each difference is: its event kind, severity and label.
    Removed + added list items that are near-identical are paired into one "reworded" or
    "changed" event (outcome switching, a criterion edited) instead of two.
@@ -21,6 +22,8 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+from deepdiff import DeepDiff
 
 from monitor.events import ChangeEvent, humanize, shorten, sort_key
 from monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
@@ -307,10 +310,32 @@ def _keyed_list_events(nct_id: str, section: str, key: str, rule: FieldRule,
         yield from _bulk_change_events(nct_id, rule, field, changed)
         return
     for a, b in changed:
-        parts = [f"{sub} {humanize(a.get(sub))} → {humanize(b.get(sub))}"
-                 for sub in sorted(a) if a.get(sub) != b.get(sub)]
+        parts = item_change_parts(a, b)
         yield _event(nct_id, rule, field, a, b,
                      f"{rule.label} changed: {_describe(b)}: {shorten('; '.join(parts))}")
+
+
+def item_change_parts(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What changed inside one list item, spelled out: ``status Recruiting → Completed``,
+    ``interventions + Drug X``, ``interventions − Placebo``.
+
+    deepdiff walks the two items (small: one site, one outcome, one arm with its nested
+    lists) and reports every path that moved; whole sections are never handed to it.
+    """
+    delta = DeepDiff(old, new, ignore_order=True, view="tree")
+    parts = []
+    for report, levels in delta.items():
+        for level in levels:
+            path = [str(p) for p in level.path(output_format="list") if not isinstance(p, int)]
+            name = ".".join(path) or "value"
+            if report in ("iterable_item_added", "dictionary_item_added", "set_item_added"):
+                parts.append(f"{name} + {humanize(level.t2)}")
+            elif report in ("iterable_item_removed", "dictionary_item_removed",
+                            "set_item_removed"):
+                parts.append(f"{name} − {humanize(level.t1)}")
+            else:
+                parts.append(f"{name} {humanize(level.t1)} → {humanize(level.t2)}")
+    return sorted(parts)
 
 
 def _item_events(nct_id: str, rule: FieldRule, field: str, verb: str,

@@ -121,6 +121,18 @@ def test_one_site_added_among_1148_is_exactly_one_locations_event() -> None:
     assert event.summary == "Site added: Hôpital Test de Lyon, Lyon, France"
 
 
+def test_a_changed_arm_spells_out_what_moved_inside_it() -> None:
+    def add_intervention(doc: dict) -> None:
+        arm = module(doc, "armsInterventionsModule")["armGroups"][0]
+        arm["interventionNames"] = [*arm["interventionNames"], "Drug: Cyclophosphamide"]
+        arm["type"] = "ACTIVE_COMPARATOR"
+
+    event = only_event(study(SEED_JSON), edit(study(SEED_JSON), add_intervention))
+    assert (event.kind, event.field) == ("arms", "arms.arm_groups")
+    assert event.summary == ("Arm changed: Single arm: interventions + Cyclophosphamide; "
+                             "type Experimental → Active comparator")
+
+
 def test_every_site_closing_at_once_is_one_event_per_kind_of_change_not_one_per_site() -> None:
     def close_all(doc: dict) -> None:
         for site in module(doc, "contactsLocationsModule")["locations"]:
