@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
@@ -52,11 +54,17 @@ def trials_by_nct_id(session: Session, nct_ids: Iterable[str]) -> dict[str, Tria
 
 
 def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
+    """The trial, created if new. Two processes creating the same trial at once (two
+    daemons starting with the same ``[watch]`` list) both get it: the insert is
+    ``ON CONFLICT DO NOTHING``, then the row is read back."""
     found = trial(session, nct_id)
     if found is None:
-        found = Trial(nct_id=nct_id, first_seen_at=now, latest_version=0, watched=False)
-        session.add(found)
-        session.flush()
+        dialect = session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(insert(Trial).values(
+            nct_id=nct_id, first_seen_at=now, latest_version=0, watched=False,
+        ).on_conflict_do_nothing(index_elements=[Trial.nct_id]))
+        found = session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one()
         _seen(session)[nct_id] = found
     return found
 

@@ -226,3 +226,33 @@ def test_watch_and_check_fetch_from_the_registry(backend_url, tmp_path):
         status = trialwatch(backend_url, "status", "--json", config=config, env=env)
         assert status.exit_code == 0, status.output
         assert json.loads(status.stdout)["watched"] == 2
+
+
+def test_two_processes_creating_the_same_trial_at_once_both_get_it(backend_url):
+    """Two daemons starting with the same new ``[watch]`` entry: no duplicate-key failure."""
+    import threading
+    from datetime import UTC, datetime
+
+    from storage import repository as repo
+    from storage.schema import ensure_schema
+
+    first, second = open_database(backend_url), open_database(backend_url)
+    ensure_schema(first)
+    now = datetime.now(UTC)
+    got: list[int] = []
+    with first.transaction() as session_a:
+        got.append(repo.get_or_create_trial(session_a, "NCT07328581", now).id)
+
+        def other_process() -> None:  # blocks on A's uncommitted row, then reads it
+            with second.transaction() as session_b:
+                got.append(repo.get_or_create_trial(session_b, "NCT07328581", now).id)
+
+        racer = threading.Thread(target=other_process)
+        racer.start()
+        racer.join(0.5)
+    racer.join(30)
+    assert not racer.is_alive()
+    assert got[0] == got[1]
+    assert counts(backend_url)["trials"] == 1
+    first.close()
+    second.close()
