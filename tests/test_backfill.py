@@ -24,6 +24,7 @@ from history_server import (
 )
 from registry_server import Fault
 from sqlalchemy import func, select
+from subscriptions import EveryEvent
 
 from monitor.backfill import backfill_trial
 from monitor.cli import cli
@@ -110,16 +111,7 @@ def watch_current_version(db: Database, document: dict[str, Any], *, source: str
                               raw_format="ctgov-json", source=source,
                               fetched_at=fetched_at or datetime(2025, 11, 20, 12, tzinfo=UTC))
     with db.transaction() as session:
-        return record_observation(session, observation, subscriptions=[_Everything()]).version
-
-
-class _Everything:
-    """A subscription that selects every event for the "ops" channel."""
-
-    channel = "ops"
-
-    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return True
+        return record_observation(session, observation, subscriptions=[EveryEvent("ops")]).version
 
 
 # ----------------------------------------------------------------- HTML → API v2 text
@@ -382,7 +374,7 @@ def test_registry_versions_newer_than_the_watched_one_are_left_to_check(
     with db.transaction() as session:
         observation = Observation(record=parse_study(current_api_document()), raw=b"{}",
                                   raw_format="ctgov-json", source="ctgov")
-        outcome = record_observation(session, observation, subscriptions=[_Everything()])
+        outcome = record_observation(session, observation, subscriptions=[EveryEvent("ops")])
     assert {e.kind for e in outcome.events} == {"status", "enrollment", "dates"}
     assert all((e.from_version, e.to_version) == (5, 6) for e in outcome.events)
     assert outbox_rows(db) == 1

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from registry_server import FakeRegistry, Fault, LoggedRequest, load_fixture, make_study, nct
 from sqlalchemy import select
+from subscriptions import EveryEvent
 
 from monitor.cycle import run_cycle
 from monitor.sources.ctgov import RegistryClient
@@ -38,13 +39,6 @@ CONDITION = "Chaos syndrome"
 QUERY = "chaos"
 START = datetime(2026, 1, 5, 12, tzinfo=UTC)
 READ_TIMEOUT = 0.2
-
-
-class Everything:
-    channel = "test"
-
-    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return True
 
 
 def faults(rng: random.Random) -> list[Fault]:
@@ -137,7 +131,7 @@ class Chaos:
         self.day += 1
         self.registry.data_timestamp = f"{self.date()}T09:00:00"
         self.change_some()
-        report = run_cycle(self.db, client, subscriptions=[Everything()], now=self.now)
+        report = run_cycle(self.db, client, subscriptions=[EveryEvent()], now=self.now)
         self.check_events(report.events)
         return report
 
@@ -181,7 +175,7 @@ def run_chaos(db: Database, *, seed: int, cycles: int, trials: int) -> None:
             for _ in range(3):
                 chaos.day += 1
                 registry.data_timestamp = f"{chaos.date()}T09:00:00"
-                report = run_cycle(db, client, subscriptions=[Everything()], now=chaos.now)
+                report = run_cycle(db, client, subscriptions=[EveryEvent()], now=chaos.now)
                 chaos.check_events(report.events)
                 assert report.outcome == "ok", report.failures
         assert "partial" in outcomes or "failed" in outcomes  # the faults did bite

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from registry_server import FakeRegistry, Fault, load_fixture, make_study, nct
 from sqlalchemy import func, select
+from subscriptions import EveryEvent
 
 from monitor.cycle import run_cycle
 from monitor.sources.ctgov import RegistryClient
@@ -20,15 +21,6 @@ from storage.models import Event, OutboxEntry, Version
 from storage.schema import ensure_schema
 
 TEMPLATE = load_fixture("NCT03934567.json")
-
-
-class Everything:
-    """A subscription taking every event for one channel."""
-
-    channel = "test"
-
-    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return True
 
 
 @pytest.fixture
@@ -71,7 +63,7 @@ def count(db: Database, model: Any) -> int:
 
 def cycle(db: Database, registry: FakeRegistry, **kwargs: Any) -> Any:
     with client_for(registry) as client:
-        return run_cycle(db, client, subscriptions=[Everything()], **kwargs)
+        return run_cycle(db, client, subscriptions=[EveryEvent()], **kwargs)
 
 
 def test_first_cycle_stores_one_version_per_watched_trial_and_no_events(db, registry):
@@ -141,7 +133,7 @@ def test_steady_state_cycle_for_many_trials_uses_the_cheaper_changed_since_listi
     change_status(registry, ids[7], "COMPLETED", "2026-11-21")
     registry.data_timestamp = "2026-11-21T09:00:00"
     with client_for(registry) as client:
-        report = run_cycle(db, client, subscriptions=[Everything()],
+        report = run_cycle(db, client, subscriptions=[EveryEvent()],
                            now=lambda: t0 + timedelta(days=1))
     assert report.strategy == "changed-since"
     assert [e.nct_id for e in report.events] == [ids[7]]

@@ -24,6 +24,7 @@ from docmaker import (
     write,
 )
 from sqlalchemy import func, select
+from subscriptions import EveryEvent
 
 from monitor.ingest import Observation, RecordOutcome, record_observation
 from monitor.sources.files import read_record_file
@@ -58,16 +59,6 @@ def stored_versions(db: Database, nct_id: str) -> list[Version]:
     with db.transaction() as session:
         trial = repo.trial(session, nct_id)
         return [] if trial is None else list(repo.versions(session, trial))
-
-
-class EveryEvent:
-    """A subscription taking every event to one channel."""
-
-    def __init__(self, channel: str = "team") -> None:
-        self.channel = channel
-
-    def matches(self, event: Mapping[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return True
 
 
 class BrokenSubscription(EveryEvent):

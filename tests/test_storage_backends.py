@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from receivers import WebhookReceiver, webhook_receiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 from sqlalchemy import func, select
+from subscriptions import EveryEvent
 
 from monitor.cli import cli
 from monitor.ingest import Observation, record_observation
@@ -120,14 +121,7 @@ def test_a_changed_document_stores_events_and_outbox_rows_and_delivers_once(
     assert hook.requests[0].json()["events"][0]["to_version"] == 3
 
 
-class Everything:
-    channel = "ops-hook"
-
-    def matches(self, event: Mapping[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return True
-
-
-class Exploding(Everything):
+class Exploding(EveryEvent):
     def matches(self, event: Mapping[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
         raise RuntimeError("subscription exploded after the version and events were added")
 
@@ -145,9 +139,9 @@ def test_version_events_and_outbox_rows_are_one_transaction(backend_url, tmp_pat
     db = open_database(backend_url)
     try:
         with pytest.raises(RuntimeError, match="exploded"):
-            record(db, recruiting_copy(tmp_path), [Exploding()])
+            record(db, recruiting_copy(tmp_path), [Exploding("ops-hook")])
         assert counts(backend_url) == {"trials": 1, "versions": 2, "events": 0, "outbox": 0}
-        record(db, recruiting_copy(tmp_path), [Everything()])
+        record(db, recruiting_copy(tmp_path), [EveryEvent("ops-hook")])
         assert counts(backend_url) == {"trials": 1, "versions": 3, "events": 1, "outbox": 1}
     finally:
         db.close()

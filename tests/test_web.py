@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
+from subscriptions import EveryEvent
 
 from monitor.ingest import Observation, record_observation
 from monitor.sources.files import read_record_file
@@ -34,16 +35,6 @@ NCT = "NCT07328581"
 OTHER = "NCT05000001"
 SCRIPT_TITLE = "BCMA-CD19 cCAR T <script>alert(1)</script> for Refractory Lupus"
 ADDED_CRITERION = "Willing to use highly effective contraception during the study"
-
-
-class Subscribe:
-    """A subscription (``monitor.ingest.Subscription``) to some kinds, for one channel."""
-
-    def __init__(self, channel: str, kinds: tuple[str, ...] | None = None) -> None:
-        self.channel, self.kinds = channel, kinds
-
-    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return self.kinds is None or event["kind"] in self.kinds
 
 
 def _variant(document: dict[str, Any], posted: str, **edits: Any) -> dict[str, Any]:
@@ -87,7 +78,7 @@ def build_trial_database(folder: Path) -> Database:
     ensure_schema(db)
     add_trials(db, [NCT])
     add_query(db, "lupus-cart", term="CAR-T", condition="lupus")
-    subscriptions = [Subscribe("team-mail", ("status", "results")), Subscribe("ops-hook")]
+    subscriptions = [EveryEvent("team-mail", ("status", "results")), EveryEvent("ops-hook")]
     start = datetime.now(UTC) - timedelta(days=len(files))
     for i, path in enumerate(files):
         for document in read_record_file(path):

@@ -25,6 +25,7 @@ import pytest
 from receivers import WebhookReceiver, webhook_receiver
 from registry_server import FakeRegistry, Fault, LoggedRequest, load_fixture, make_study, nct
 from sqlalchemy import func, insert, select
+from subscriptions import EveryEvent
 
 from monitor.cycle import CycleReport, run_cycle
 from monitor.sources.ctgov import RegistryClient
@@ -43,15 +44,6 @@ TRIALS = 1000
 BATCH = 100  # small batches so every worker gets a share of 1,000 trials
 LEASE = timedelta(seconds=2)
 TODAY = datetime.now(UTC).date().isoformat()  # changes posted after the first cycle ran
-
-
-class ToHook:
-    """Every event of every trial goes to the ``hook`` channel."""
-
-    channel = "hook"
-
-    def matches(self, event: dict[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        return True
 
 
 @pytest.fixture
@@ -128,8 +120,8 @@ def cycle_in_workers(count: int, url: str, registry: FakeRegistry,
                      **options: Any) -> list[CycleReport]:
     def body(k: int, database: Database) -> CycleReport:
         with RegistryClient(registry.base_url, requests_per_second=0) as client:
-            return run_cycle(database, client, subscriptions=[ToHook()], worker=f"worker-{k}",
-                             lease=LEASE, lease_batch=BATCH, **options)
+            return run_cycle(database, client, subscriptions=[EveryEvent("hook")],
+                             worker=f"worker-{k}", lease=LEASE, lease_batch=BATCH, **options)
 
     return in_threads(count, body, url)
 
