@@ -209,3 +209,11 @@ def truncated(name: str, keep: float = 0.5) -> bytes:
     """The first part of a real document: JSON cut off mid-way, as a dropped download is."""
     data = _raw(name)
     return data[: int(len(data) * keep)]
+
+
+def recruiting_copy(tmp_path: Path, *, title: str | None = None) -> Path:
+    """The seed trial's API document, now recruiting (a new registry version), as a file."""
+    doc = new_registry_day(set_status(study(SEED_JSON), "RECRUITING"), "2026-02-01")
+    if title is not None:
+        module(doc, "identificationModule")["briefTitle"] = title
+    return write(doc, tmp_path / "recruiting.json")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from docmaker import recruiting_copy
 from receivers import Mailbox, WebhookReceiver, smtp_mailbox, webhook_receiver
 from standardwebhooks import Webhook
 
@@ -28,18 +29,6 @@ SEED = REPO / "seeds" / "NCT07328581.txt"
 CONSTRUCTED = REPO / "tests" / "fixtures" / "ctgov" / "constructed" / "NCT07328581.json"
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 ENV = {"HOOK_SECRET": SECRET}
-
-
-def recruiting_copy(tmp_path: Path, *, title: str | None = None) -> Path:
-    document = json.loads(CONSTRUCTED.read_text())
-    protocol = document["protocolSection"]
-    protocol["statusModule"]["overallStatus"] = "RECRUITING"
-    protocol["statusModule"]["lastUpdatePostDateStruct"]["date"] = "2026-02-01"
-    if title is not None:
-        protocol["identificationModule"]["briefTitle"] = title
-    path = tmp_path / "recruiting.json"
-    path.write_text(json.dumps(document))
-    return path
 
 
 def write_config(tmp_path: Path, mailbox: Mailbox | None, hook: WebhookReceiver | None,

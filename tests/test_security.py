@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from docmaker import recruiting_copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from receivers import Mailbox, WebhookReceiver, smtp_mailbox, webhook_receiver
@@ -169,16 +170,6 @@ def secret_config(tmp_path: Path, smtp: Mailbox, hook: WebhookReceiver, registry
         """))
     config.chmod(0o600)
     return config
-
-
-def recruiting_copy(tmp_path: Path) -> Path:
-    document = json.loads(CONSTRUCTED.read_text())
-    status = document["protocolSection"]["statusModule"]
-    status["overallStatus"] = "RECRUITING"
-    status["lastUpdatePostDateStruct"]["date"] = "2026-02-01"
-    path = tmp_path / "recruiting.json"
-    path.write_text(json.dumps(document))
-    return path
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")

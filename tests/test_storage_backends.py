@@ -18,6 +18,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner, Result
+from docmaker import recruiting_copy
 from receivers import WebhookReceiver, webhook_receiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 from sqlalchemy import func, select
@@ -47,17 +48,6 @@ def ingest_json(url: str, *paths: Path, config: Path | None = None) -> dict[str,
     assert result.exit_code == 0, result.output
     body: dict[str, Any] = json.loads(result.stdout)
     return body
-
-
-def recruiting_copy(tmp_path: Path) -> Path:
-    """The constructed API document, now recruiting (a new registry version)."""
-    document = json.loads(CONSTRUCTED.read_text())
-    status = document["protocolSection"]["statusModule"]
-    status["overallStatus"] = "RECRUITING"
-    status["lastUpdatePostDateStruct"]["date"] = "2026-02-01"
-    path = tmp_path / "recruiting.json"
-    path.write_text(json.dumps(document))
-    return path
 
 
 def counts(url: str) -> dict[str, int]:
