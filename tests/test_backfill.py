@@ -639,3 +639,12 @@ def test_trials_are_not_watched_by_a_backfill(cli_env: dict[str, str]) -> None:
     assert listed == [{"nct_id": NCT_ID, "title": listed[0]["title"],
                        "status": "ACTIVE_NOT_RECRUITING", "latest_version": VERSIONS,
                        "watched": False}]
+
+
+def test_watch_with_backfill_watches_and_imports_the_history(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "watch", "--offline", "--backfill", NCT_ID)
+    assert result.exit_code == 0, result.stderr
+    assert f"watching {NCT_ID}" in result.stdout
+    listed = orjson.loads(run(cli_env, "list", "--json").stdout)
+    assert [(t["nct_id"], t["watched"], t["latest_version"]) for t in listed] == [
+        (NCT_ID, True, VERSIONS)]

@@ -30,13 +30,16 @@ def _validated_ids(nct_ids: tuple[str, ...]) -> list[str]:
 @click.option("--condition", help="Save a search by condition (query.cond).")
 @click.option("--name", help="Name of the saved search (default: made from the text).")
 @click.option("--offline", is_flag=True, help="Do not ask the registry whether the IDs exist.")
+@click.option("--backfill", "with_backfill", is_flag=True,
+              help="Also import every past registry version of the trials (see `backfill`).")
 @pass_app
 def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str | None,
-          name: str | None, offline: bool) -> None:
+          name: str | None, offline: bool, with_backfill: bool) -> None:
     """Add trials, or a saved search whose matches become watched trials.
 
     \b
       trialwatch watch NCT07328581 NCT04267848
+      trialwatch watch --backfill NCT03934567      with its whole registry history
       trialwatch watch --query "CAR-T" --condition lupus --name lupus-cart
     """
     from monitor.watchlist import add_query, add_trials, unknown_to_registry
@@ -58,6 +61,10 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
             click.echo(f"watching {nct_id}" + ("" if nct_id in added else " (already watched)"))
         for nct_id in unknown:
             click.echo(f"trialwatch: error: {nct_id}: not known to the registry (404)", err=True)
+        if with_backfill and known:
+            from monitor.cli.backfill import backfill
+
+            click.get_current_context().invoke(backfill, nct_ids=tuple(known), as_json=False)
         if unknown:
             raise click.exceptions.Exit(1)
     if term or condition:
