@@ -1,10 +1,13 @@
-"""Shared pytest fixtures: where the shared sample records and the repo's seed live."""
+"""Shared pytest fixtures: the sample records, the seed, a local registry, a webhook receiver."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from receivers import WebhookReceiver, webhook_receiver
+from registry_server import FakeRegistry
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -30,3 +33,17 @@ def seed_path() -> Path:
     path = REPO_DIR / "seeds" / "NCT07328581.txt"
     assert path.is_file(), f"seed missing: {path}"
     return path
+
+
+@pytest.fixture
+def registry() -> Iterator[FakeRegistry]:
+    """An empty local registry (real HTTP on 127.0.0.1); tests add studies to it."""
+    with FakeRegistry() as fake:
+        yield fake
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    """A real webhook receiver on 127.0.0.1 recording what it gets."""
+    with webhook_receiver() as receiver:
+        yield receiver

@@ -25,13 +25,13 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from receivers import WebhookReceiver, webhook_receiver
+from receivers import WebhookReceiver
 from registry_server import make_study, nct
 
 from notifiers.outbox import DeliveryPolicy, deliver_due
@@ -53,12 +53,6 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (folder / f"{nct(i)}-1.json").write_bytes(orjson.dumps(first))
         (folder / f"{nct(i)}-2.json").write_bytes(orjson.dumps(second))
     return folder
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def write_config(tmp_path: Path, hook: WebhookReceiver) -> Path:

@@ -55,12 +55,6 @@ class FakeTime:
 
 
 @pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as fake:
-        yield fake
-
-
-@pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
 

@@ -31,12 +31,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as fake:
-        yield fake
-
-
 def client_for(registry: FakeRegistry, **kwargs: Any) -> RegistryClient:
     options: dict[str, Any] = {"requests_per_second": 0, "sleep": lambda _s: None,
                                "max_retries": 2}

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from receivers import WebhookReceiver, webhook_receiver
+from receivers import WebhookReceiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 from sqlalchemy import select
 
@@ -46,12 +45,6 @@ def changed_copy(tmp_path: Path, name: str, **status: str) -> Path:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(document))
     return path
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from docmaker import recruiting_copy
-from receivers import Mailbox, WebhookReceiver, smtp_mailbox, webhook_receiver
+from receivers import Mailbox, WebhookReceiver, smtp_mailbox
 from standardwebhooks import Webhook
 
 from monitor.cli import cli
@@ -70,12 +70,6 @@ def trialwatch(config: Path, *args: str) -> Any:
 def mailbox() -> Iterator[Mailbox]:
     with smtp_mailbox() as box:
         yield box
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def ingest_status_change(config: Path, tmp_path: Path, *, title: str | None = None) -> None:

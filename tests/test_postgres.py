@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from receivers import WebhookReceiver, webhook_receiver
 from sqlalchemy import insert, text
 
 from monitor.cli import cli
@@ -44,12 +43,6 @@ def migrated(pg_module_url: str) -> Iterator[Database]:
     ensure_schema(database)
     yield database
     database.close()
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def rows(db: Database, sql: str, **params: object) -> list[tuple[object, ...]]:

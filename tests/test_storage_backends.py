@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner, Result
 from docmaker import recruiting_copy
-from receivers import WebhookReceiver, webhook_receiver
+from receivers import WebhookReceiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 from sqlalchemy import func, select
 from subscriptions import EveryEvent
@@ -59,12 +59,6 @@ def counts(url: str) -> dict[str, int]:
                 for model in (Trial, Version, Event, OutboxEntry)}
     finally:
         db.close()
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def hook_config(tmp_path: Path, hook: WebhookReceiver) -> Path:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receivers import WebhookReceiver, webhook_receiver
 from registry_server import FakeRegistry, Fault, LoggedRequest, load_fixture, make_study, nct
 from sqlalchemy import func, insert, select
 from subscriptions import EveryEvent
@@ -52,18 +51,6 @@ def db(pg_url: str) -> Iterator[Database]:
     ensure_schema(database)
     yield database
     database.close()
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as fake:
-        yield fake
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def populate(registry: FakeRegistry, count: int) -> list[str]:
