@@ -49,7 +49,6 @@ registry (or Ctrl-C) keeps what was stored, and the next run resumes from there.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from sqlalchemy.orm import Session
 
 from monitor.diff import diff_records
 from monitor.events import sort_key
-from monitor.ingest import RAW_COMPRESSION_LEVEL, Observation, iso_utc, record_observation
+from monitor.ingest import Observation, iso_utc, record_observation
 from monitor.record import ParseError, TrialRecord
 from monitor.sources.ctgov import BadRegistryResponse, RegistryError
 from monitor.sources.ctgov_history import HistoricalStudy, HistoryClient, HistoryEntry
@@ -383,7 +382,7 @@ def _insert(session: Session, trial: Trial, number: int, observation: Observatio
         raw_format=observation.raw_format, registry_version=observation.registry_version,
         last_update_posted=record.last_update_posted, content_hash=record.content_hash,
         canonical=record.to_canonical(), section_hashes=record.section_hashes,
-        raw=zlib.compress(observation.raw, RAW_COMPRESSION_LEVEL), historical=True,
+        raw=observation.stored_raw(), historical=True,
     )
     session.add(row)
     return row

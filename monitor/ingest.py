@@ -7,7 +7,6 @@ their outbox rows are committed together or not at all.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,8 +20,7 @@ from monitor.events import ChangeEvent, sort_key
 from monitor.record import SECTIONS, TrialRecord
 from storage import repository as repo
 from storage.models import Trial, Version
-
-RAW_COMPRESSION_LEVEL = 1  # fast; raw documents are rarely read back
+from storage.raw_codec import compress_raw
 
 
 class Subscription(Protocol):
@@ -44,6 +42,13 @@ class Observation:
     source: str  # "file:/path", "ctgov", "backfill"
     fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     registry_version: int | None = None
+    # ``raw`` already compressed (``storage.raw_codec``), when the fetch pipeline did it in
+    # its worker process; ``raw`` itself may then be empty.
+    compressed_raw: bytes | None = None
+
+    def stored_raw(self) -> bytes:
+        """``raw`` as ``versions.raw`` keeps it (compressed)."""
+        return self.compressed_raw if self.compressed_raw is not None else compress_raw(self.raw)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def record_observation(session: Session, observation: Observation, *,
         raw_format=observation.raw_format, registry_version=observation.registry_version,
         last_update_posted=record.last_update_posted, content_hash=record.content_hash,
         canonical=record.to_canonical(), section_hashes=record.section_hashes,
-        raw=zlib.compress(observation.raw, RAW_COMPRESSION_LEVEL), historical=historical,
+        raw=observation.stored_raw(), historical=historical,
     )
     _refresh_trial_summary(trial_row, record)
     detected = observation.fetched_at.astimezone(UTC)

@@ -5,8 +5,8 @@
 load; each trial records the round it was last checked in.
 
 Documents (canonical records, event values) are JSON on SQLite and JSONB on PostgreSQL.
-The raw registry document is kept zlib-compressed beside its canonical record, so a newer
-parser can re-derive records later.
+The raw registry document is kept compressed (``storage.raw_codec``) beside its canonical
+record, so a newer parser can re-derive records later.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Storage on a real SQLite file: what a stored version holds, the engine set-up, the schema.
 
-A version keeps the raw document (zlib-compressed, byte-exact), the canonical JSON and its
+A version keeps the raw document (compressed, byte-exact), the canonical JSON and its
 SHA-256; SQLite runs in WAL mode with foreign keys enforced; Alembic migrations build
 exactly the models' schema; an empty database is set up on first use and an outdated one is
 refused with a message naming ``trialwatch db upgrade``.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from monitor.sources.files import read_record_file
 from storage import repository as repo
 from storage.engine import Database, open_database
 from storage.models import Base, Version
+from storage.raw_codec import decompress_raw
 from storage.schema import (
     SchemaOutdated,
     current_revision,
@@ -71,7 +71,7 @@ def store(db: Database, path: Path) -> Version:
                          ids=lambda p: p.name)
 def test_raw_document_is_stored_compressed_and_byte_exact(db: Database, path: Path) -> None:
     row = store(db, path)
-    assert zlib.decompress(row.raw) == path.read_bytes()
+    assert decompress_raw(row.raw) == path.read_bytes()
     assert len(row.raw) < len(path.read_bytes())
 
 
