@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, not_, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from storage.models import CycleRound, SavedQuery, Trial
 
@@ -141,6 +141,11 @@ def finish_preparation(session: Session, round_id: int, owner: str, *, strategy:
     row.prep_owner = row.prep_until = None
 
 
+def known_ids(session: Session) -> set[str]:
+    """NCT ids of every trial in the database, watched or not."""
+    return set(session.scalars(select(Trial.nct_id)))
+
+
 def last_ok_round_opened(session: Session, before: int) -> datetime | None:
     """When the latest round that finished without failures was opened."""
     stmt = (select(CycleRound.opened_at)
@@ -155,21 +160,79 @@ def _unchecked(round_id: int) -> Any:
             or_(Trial.checked_round.is_(None), Trial.checked_round < round_id))
 
 
+def _lease_free(now: datetime) -> Any:
+    """Not leased, or leased by a worker that stopped renewing (expired: up for grabs)."""
+    return or_(Trial.lease_until.is_(None), Trial.lease_until <= now)
+
+
+def _needs_fetch(round_id: int) -> Any:
+    """In a changed-since round, the trials to fetch: never fetched (no version yet), or listed
+    in the round's changed-since stamps with another last-update date than the one recorded.
+
+    The stamps (``cycle_rounds.stamps``, JSONB) are expanded once per statement and joined
+    on NCT id (an uncorrelated subquery), not looked up row by row. PostgreSQL only, as are
+    shared rounds.
+    """
+    stamps = select(CycleRound.stamps).where(CycleRound.id == round_id).scalar_subquery()
+    listed = func.jsonb_each_text(stamps).table_valued("key", "value", name="listed")
+    stamped = aliased(Trial, name="stamped")
+    moved = (select(stamped.id).join(listed, listed.c.key == stamped.nct_id)
+             .where(listed.c.value.is_distinct_from(stamped.registry_last_update)))
+    return or_(Trial.latest_version == 0, Trial.id.in_(moved))
+
+
 def lease_trials(session: Session, round_id: int, owner: str, lease: timedelta,
                  limit: int) -> list[LeasedTrial]:
     """Lease up to ``limit`` watched trials not checked in the round and not leased by a
     live worker; rows another transaction holds are skipped, never waited for."""
+    return _lease(session, round_id, owner, lease, limit)
+
+
+def lease_trials_to_fetch(session: Session, round_id: int, owner: str, lease: timedelta,
+                          limit: int) -> list[LeasedTrial]:
+    """Like ``lease_trials``, but only the trials a changed-since round must fetch
+    (``_needs_fetch``); the others are stamped checked by ``stamp_unmoved``."""
+    return _lease(session, round_id, owner, lease, limit, _needs_fetch(round_id))
+
+
+def _lease(session: Session, round_id: int, owner: str, lease: timedelta, limit: int,
+           *conditions: Any) -> list[LeasedTrial]:
+    """One statement: lock up to ``limit`` free unchecked rows (skipping locked ones), lease
+    them and return what the worker needs to know of them; no ORM object per row."""
     now = db_now(session)
-    stmt = (select(Trial)
-            .where(*_unchecked(round_id),
-                   or_(Trial.lease_until.is_(None), Trial.lease_until <= now))
+    free = (select(Trial.id)
+            .where(*_unchecked(round_id), _lease_free(now), *conditions)
             .order_by(Trial.id).limit(limit)
-            .with_for_update(skip_locked=True))
-    rows = session.scalars(stmt).all()
-    for row in rows:
-        row.lease_owner, row.lease_until = owner, now + lease
-    return sorted((LeasedTrial(r.nct_id, r.registry_last_update, bool(r.latest_version))
-                   for r in rows), key=lambda t: t.nct_id)
+            .with_for_update(skip_locked=True)
+            .correlate(None))  # its own scan of trials, not the UPDATE's row
+    rows = session.execute(
+        update(Trial).where(Trial.id.in_(free))
+        .values(lease_owner=owner, lease_until=now + lease)
+        .returning(Trial.nct_id, Trial.registry_last_update, Trial.latest_version)
+        .execution_options(synchronize_session=False))
+    return sorted((LeasedTrial(nct_id, last_update, bool(latest))
+                   for nct_id, last_update, latest in rows), key=lambda t: t.nct_id)
+
+
+def stamp_unmoved(session: Session, round_id: int) -> int:
+    """Stamp checked in a changed-since round every free watched trial it need not fetch.
+
+    One set-based UPDATE, run whenever a worker finds nothing left to lease, so trials
+    watched during the round are judged when they appear: with no version they are leased
+    and fetched, otherwise the round's listing decides. Rows another worker is locking are
+    skipped (never waited for: no deadlock between workers running this at once) and left
+    for the next pass; an expired lease is dropped, so its late owner writes nothing.
+    """
+    now = db_now(session)
+    unmoved = (select(Trial.id)
+               .where(*_unchecked(round_id), _lease_free(now), not_(_needs_fetch(round_id)))
+               .with_for_update(skip_locked=True)
+               .correlate(None))
+    result = session.execute(
+        update(Trial).where(Trial.id.in_(unmoved))
+        .values(checked_round=round_id, lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def claim_trials(session: Session, trials: Sequence[Trial], owner: str,

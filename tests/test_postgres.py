@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from monitor.cli import cli
 from notifiers.outbox import DeliveryPolicy, deliver_due
@@ -133,6 +133,85 @@ def test_an_expired_lease_is_taken_over(db):
         (taken,) = leases.lease_trials(session, state.id, "alive", timedelta(minutes=1), 10)
         assert leases.held(session, "dead", [taken.nct_id]) == {}
         assert list(leases.held(session, "alive", [taken.nct_id])) == [taken.nct_id]
+
+
+# A changed-since round over four watched trials: moved (listed with a newer date), listed
+# unchanged, not listed, and never fetched (no version yet).
+RECORDED = {"NCT00000001": "2026-11-01", "NCT00000002": "2026-11-01",
+            "NCT00000003": "2026-11-01", "NCT00000004": None}
+LISTED = {"NCT00000001": "2026-11-24", "NCT00000002": "2026-11-01",
+          "NCT09999999": "2026-11-24"}  # the last one is not ours
+
+
+def watch_recorded(db: Database, recorded: dict[str, str | None]) -> None:
+    """Watched trials as a fetch leaves them: a version (unless no date) and its date."""
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        session.execute(insert(Trial), [
+            {"nct_id": nct_id, "first_seen_at": now, "watched": True,
+             "latest_version": int(last is not None), "registry_last_update": last}
+            for nct_id, last in recorded.items()])
+
+
+def changed_since_round(db: Database, stamps: dict[str, str | None]) -> int:
+    with db.transaction() as session:
+        state = leases.join_round(session, data_timestamp="2026-11-25T09:00:00",
+                                  owner="prep", now=datetime.now(UTC))
+        leases.finish_preparation(session, state.id, "prep", strategy="changed-since",
+                                  stamps=stamps)
+    return state.id
+
+
+@pytest.mark.postgres
+def test_a_changed_since_round_leases_only_the_moved_and_the_never_fetched_trials(db):
+    watch_recorded(db, RECORDED)
+    round_id = changed_since_round(db, LISTED)
+    with db.transaction() as session:
+        leased = leases.lease_trials_to_fetch(session, round_id, "a", timedelta(minutes=5), 100)
+    assert [t.nct_id for t in leased] == ["NCT00000001", "NCT00000004"]
+
+
+@pytest.mark.postgres
+def test_the_trials_a_changed_since_round_need_not_fetch_are_stamped_checked_at_once(db):
+    watch_recorded(db, RECORDED)
+    round_id = changed_since_round(db, LISTED)
+    with db.transaction() as session:
+        leased = leases.lease_trials_to_fetch(session, round_id, "a", timedelta(minutes=5), 100)
+    with db.transaction() as session:
+        assert leases.stamp_unmoved(session, round_id) == 2
+        assert leases.stamp_unmoved(session, round_id) == 0
+        assert leases.unchecked_count(session, round_id) == 2  # the leased ones: still a's
+        assert leases.mark_checked(session, round_id, "a", [t.nct_id for t in leased]) == 2
+        assert leases.close_round(session, round_id)
+
+
+@pytest.mark.postgres
+def test_trials_watched_during_a_changed_since_round_are_fetched_or_stamped_too(db):
+    watch_recorded(db, RECORDED)
+    round_id = changed_since_round(db, LISTED)
+    with db.transaction() as session:
+        leases.stamp_unmoved(session, round_id)
+        leased = leases.lease_trials_to_fetch(session, round_id, "a", timedelta(minutes=5), 100)
+        leases.mark_checked(session, round_id, "a", [t.nct_id for t in leased])
+    watch_recorded(db, {"NCT00000005": None, "NCT00000006": "2026-10-01"})
+    with db.transaction() as session:
+        assert not leases.close_round(session, round_id)
+        (new,) = leases.lease_trials_to_fetch(session, round_id, "a", timedelta(minutes=5), 100)
+        assert new.nct_id == "NCT00000005"  # never fetched
+        assert leases.stamp_unmoved(session, round_id) == 1  # NCT00000006: not listed
+
+
+@pytest.mark.postgres
+def test_stamping_an_unmoved_trial_takes_its_expired_lease_from_the_owner(db):
+    # its worker recorded it (so it no longer moved) and died before stamping it checked
+    watch_recorded(db, {"NCT00000001": "2026-11-24"})
+    round_id = changed_since_round(db, LISTED)
+    with db.transaction() as session:
+        leases.claim_trials(session, [session.scalars(select(Trial)).one()], "dead",
+                            timedelta(0))
+    with db.transaction() as session:
+        assert leases.stamp_unmoved(session, round_id) == 1
+        assert leases.held(session, "dead", ["NCT00000001"]) == {}
 
 
 @pytest.mark.postgres
