@@ -1,9 +1,19 @@
 """Several workers, one cycle: the shared-round path of ``run_cycle`` on PostgreSQL.
 
     join the round of this data load ─► prepare it (one worker: queries, strategy)
-        ─► lease ≤1000 unchecked trials (FOR UPDATE SKIP LOCKED) ─► list / fetch / record
-        ─► stamp them checked_round ─► lease again ... ─► none left: wait for other workers'
-           leases (taking over expired ones) until the round is complete, then close it
+        ─► lease a batch (FOR UPDATE SKIP LOCKED) ─► list it ─► stamp the unmoved checked
+        ─► keep the moved ones, fetch them a full page (100) at a time ─► lease again ...
+        ─► none left: fetch the last page; (changed-since) stamp every unmoved trial checked;
+           wait for other workers' leases (taking over expired ones) until the round is
+           complete, then close it
+
+A batch is sized to one request. With the ``ids`` strategy it is as many trials as one
+``filter.ids`` listing request carries (~600, the URL limit). With ``changed-since`` the
+round's listing is already known, so only the trials it says moved (and those never fetched)
+are leased, a fetch page at a time, and all the others are stamped checked by one set-based
+UPDATE (``leases.stamp_unmoved``). Moved trials are gathered across batches, still leased,
+until they fill a fetch page: 100 changed trials spread over the watch list cost one fetch
+request, not one per batch.
 
 The design (what a round is, how leases expire and are taken over) is described in
 ``monitor.cycle``'s docstring and in README.md ("Running on PostgreSQL"); the SQL is
@@ -14,6 +24,7 @@ single-process cycle uses, called with a ``LeaseGuard`` so only leased trials ar
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,10 +36,10 @@ from sqlalchemy.orm import Session
 
 from monitor.cycle import (
     CHANGED_SINCE_OVERLAP,
+    FETCH_PAGE,
     LISTING_PAGE,
     CycleReport,
     LeaseGuard,
-    TrialState,
     confirm_missing,
     fetch_and_record,
     list_by_ids,
@@ -95,6 +106,8 @@ class _RoundWorker:
         self.guard = LeaseGuard(owner, lease)
         self.poll = min(MAX_POLL_SECONDS, lease.total_seconds() / 4)
         self._counted = (0, 0, 0, 0, client.requests_made)
+        # Leased trials listed as moved, not fetched yet: gathered up to a full fetch page.
+        self._moved: dict[str, StudyStamp] = {}
 
     # ------------------------------------------------------------- preparation
 
@@ -153,8 +166,9 @@ class _RoundWorker:
             last_ok = leases.last_ok_round_opened(session, self.round_id)
             if last_ok is None and (cycle := repo.last_successful_cycle(session)) is not None:
                 last_ok = cycle.started_at  # history from before the shared rounds
-        full, rest = divmod(count, self.batch)
-        by_ids_cost = full * self.client.listing_requests(self.batch) + (
+        batch = self._batch_size("ids")
+        full, rest = divmod(count, batch)
+        by_ids_cost = full * self.client.listing_requests(batch) + (
             self.client.listing_requests(rest) if rest else 0)
         if last_ok is None or by_ids_cost <= 2:
             return "ids", None
@@ -164,9 +178,11 @@ class _RoundWorker:
             if 1 + math.ceil(changed / LISTING_PAGE) >= by_ids_cost:
                 return "ids", None
             with self.db.transaction() as session:
-                watched = set(repo.watched_ids(session))
+                # every known trial, not only the watched ones: one watched during the round
+                # is judged by this listing too (``leases.stamp_unmoved``)
+                known = leases.known_ids(session)
             stamps = {s.nct_id: s.last_update_posted
-                      for s in self.client.changed_since_stamps(since) if s.nct_id in watched}
+                      for s in self.client.changed_since_stamps(since) if s.nct_id in known}
         except RegistryError as exc:  # the per-batch listing still works: fall back to it
             log.warning("cycle.changed_since_unavailable", reason=str(exc))
             return "ids", None
@@ -176,15 +192,18 @@ class _RoundWorker:
 
     def check_all(self, plan: Plan) -> None:
         """Lease and check batches until the round is complete (or waiting is pointless)."""
+        batch = self._batch_size(plan.strategy)
         deadline: float | None = None
         while not self.should_stop():
-            with self.db.transaction() as session:
-                leased = leases.lease_trials(session, self.round_id, self.owner, self.lease,
-                                             self.batch)
+            leased = self._lease(plan, batch)
             if leased:
                 self._check_batch(leased, plan)
+                self._fetch_moved(full_pages_only=True)
                 deadline = None
                 continue
+            self._fetch_moved()  # nothing more to lease: the last, partial page
+            if plan.strategy == "changed-since" and self._stamp_unmoved():
+                continue  # look again: someone may have added trials meanwhile
             with self.db.transaction() as session:
                 if leases.close_round(session, self.round_id):
                     log.info("cycle.round_closed", round=self.round_id)
@@ -199,33 +218,76 @@ class _RoundWorker:
                 log.info("cycle.round_left_to_others", round=self.round_id)
                 return
             time.sleep(self.poll)
+        self._fetch_moved()  # stopping: what is listed as moved and leased is finished first
+
+    def _batch_size(self, strategy: str) -> int:
+        """Trials per lease: what one request handles. Every trial a changed-since round
+        leases is fetched, so a fetch page; with ``ids`` a batch is listed, so as many as one
+        listing request carries (``lease_batch`` stays the upper bound)."""
+        if strategy == "changed-since":
+            return min(self.batch, FETCH_PAGE)
+        return min(self.batch, self._ids_per_listing_request())
+
+    def _ids_per_listing_request(self) -> int:
+        """The largest count of ids the client lists in one request (its URL limit)."""
+        counts = range(1, LISTING_PAGE + 1)
+        return max(1, bisect.bisect_right(counts, 1, key=self.client.listing_requests))
+
+    def _lease(self, plan: Plan, batch: int) -> list[leases.LeasedTrial]:
+        with self.db.transaction() as session:
+            if self._moved:  # still ours until fetched: keep those leases alive
+                leases.renew(session, self.owner, self.lease)
+            if plan.strategy == "changed-since":
+                return leases.lease_trials_to_fetch(session, self.round_id, self.owner,
+                                                    self.lease, batch)
+            return leases.lease_trials(session, self.round_id, self.owner, self.lease, batch)
 
     def _check_batch(self, leased: Sequence[leases.LeasedTrial], plan: Plan) -> None:
-        states = {t.nct_id: TrialState(t.nct_id, t.registry_last_update, t.has_version)
-                  for t in leased}
-        self.report.watched += len(states)
+        """List the batch (``ids``), confirm the trials the listing lacked, stamp the unmoved
+        ones checked and keep the moved ones for ``_fetch_moved``."""
+        self.report.watched += len(leased)
         missing: list[str] = []
-        if plan.strategy == "changed-since":
+        if plan.strategy == "changed-since":  # leased because they need a fetch: all of them
             known = plan.stamps or {}
-            stamps = {n: StudyStamp(n, known[n]) for n in states if n in known}
-            for state in states.values():
-                if not state.has_version:
-                    stamps.setdefault(state.nct_id, StudyStamp(state.nct_id, None))
+            moved = {t.nct_id: StudyStamp(t.nct_id, known.get(t.nct_id)) for t in leased}
         else:
-            stamps, missing = list_by_ids(self.client, self.report, list(states))
-        to_fetch = {n: s for n, s in stamps.items()
-                    if s.last_update_posted != states[n].last_update
-                    or not states[n].has_version}
-        fetch_and_record(self.db, self.client, self.report, to_fetch, {}, self.subscriptions,
-                         self.clock, guard=self.guard)
+            trials = {t.nct_id: t for t in leased}
+            stamps, missing = list_by_ids(self.client, self.report, list(trials))
+            moved = {n: s for n, s in stamps.items()
+                     if s.last_update_posted != trials[n].registry_last_update
+                     or not trials[n].has_version}
         confirm_missing(self.db, self.client, self.report, missing, self.subscriptions,
                         self.clock, guard=self.guard)
-        self._finish(list(states))
+        self._moved.update(moved)
+        self._finish([t.nct_id for t in leased if t.nct_id not in moved])
+
+    def _fetch_moved(self, *, full_pages_only: bool = False) -> None:
+        """Fetch and record the gathered moved trials (only whole pages, while leasing goes
+        on), then stamp them checked."""
+        count = len(self._moved)
+        if full_pages_only:
+            count -= count % FETCH_PAGE
+        if not count:
+            return
+        to_fetch = {n: self._moved.pop(n) for n in sorted(self._moved)[:count]}
+        fetch_and_record(self.db, self.client, self.report, to_fetch, {}, self.subscriptions,
+                         self.clock, guard=self.guard)
+        self._finish(list(to_fetch))
+
+    def _stamp_unmoved(self) -> int:
+        """Changed-since: stamp checked, in one UPDATE, every trial the round need not fetch."""
+        with self.db.transaction() as session:
+            stamped = leases.stamp_unmoved(session, self.round_id)
+            self._add_counts(session, stamped)
+        self.report.watched += stamped
+        return stamped
 
     def _finish(self, nct_ids: Sequence[str]) -> None:
         """Stamp the trials checked in the round; add what this worker did to its totals."""
         with self.db.transaction() as session:
-            checked = leases.mark_checked(session, self.round_id, self.owner, nct_ids)
+            checked = 0
+            if nct_ids:
+                checked = leases.mark_checked(session, self.round_id, self.owner, nct_ids)
             self._add_counts(session, checked)
 
     def _add_counts(self, session: Session, checked: int = 0) -> None:

@@ -303,3 +303,66 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(db, pg_url, registry
     assert results["slow"].fetched == 0  # its documents arrived after it lost the lease
     assert scalar(db, select(func.count()).select_from(Version)) == 20
     assert scalar(db, select(func.max(Version.version))) == 1
+
+
+# Batches sized by requests. A client whose URL limit lets one listing request carry 48 ids
+# and a lease_batch that is not a multiple of it, as ~600 and 1000 are in production.
+SHORT_URLS = 900
+UNEVEN_BATCH = 60
+SMALL_BATCH = 50  # with the default URL limit: 300 trials in six batches
+
+
+def one_cycle(db: Database, registry: FakeRegistry, *, max_url_length: int | None = None,
+              **options: Any) -> CycleReport:
+    client_options = {"max_url_length": max_url_length} if max_url_length else {}
+    with RegistryClient(registry.base_url, requests_per_second=0, **client_options) as client:
+        return run_cycle(db, client, worker="one", lease=LEASE, **options)
+
+
+def listing_requests(registry: FakeRegistry) -> list[LoggedRequest]:
+    return [r for r in registry.requests_to("/studies") if "filter.ids" in r.params
+            and "fields" in r.params]
+
+
+def full_fetch_requests(registry: FakeRegistry) -> list[LoggedRequest]:
+    return [r for r in registry.requests_to("/studies") if "fields" not in r.params]
+
+
+def test_an_ids_round_lists_in_as_few_requests_as_one_listing_of_every_watched_id(
+        db, registry):
+    ids = populate(registry, 300)
+    watch(db, ids)
+    with RegistryClient(registry.base_url, max_url_length=SHORT_URLS) as client:
+        one_listing = client.listing_requests(len(ids))
+    report = one_cycle(db, registry, max_url_length=SHORT_URLS, lease_batch=UNEVEN_BATCH)
+    assert report.strategy == "ids" and one_listing > 2
+    assert len(listing_requests(registry)) == one_listing
+
+
+def test_moved_trials_of_several_batches_are_fetched_a_full_page_at_a_time(db, registry):
+    watch(db, populate(registry, 300))  # never fetched: all of them "moved"
+    report = one_cycle(db, registry, lease_batch=SMALL_BATCH)
+    assert report.fetched == 300
+    assert len(listing_requests(registry)) == 300 // SMALL_BATCH
+    assert [len(r.ids) for r in full_fetch_requests(registry)] == [100, 100, 100]
+
+
+def test_a_changed_since_round_fetches_the_moved_trials_and_stamps_the_rest_checked(
+        db, registry):
+    ids = populate(registry, 300)
+    watch(db, ids)
+    one_cycle(db, registry, lease_batch=SMALL_BATCH)
+    changed = ids[7::50]  # six trials, one in each batch of the first round
+    for nct_id in changed:
+        registry.studies[nct_id] = make_study(registry.studies[nct_id], nct_id, TODAY,
+                                              overall_status="COMPLETED")
+    registry.data_timestamp = f"{TODAY}T23:00:00"
+    registry.requests.clear()
+    report = one_cycle(db, registry, lease_batch=SMALL_BATCH)
+    assert report.strategy == "changed-since" and report.outcome == "ok"
+    assert [sorted(r.ids) for r in full_fetch_requests(registry)] == [sorted(changed)]
+    assert report.watched == 300
+    with db.transaction() as session:
+        round_row = session.scalars(select(CycleRound).order_by(CycleRound.id.desc())).first()
+        assert round_row is not None and round_row.closed_at is not None
+        assert round_row.checked == 300
