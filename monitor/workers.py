@@ -108,6 +108,8 @@ class _RoundWorker:
         self._counted = (0, 0, 0, 0, client.requests_made)
         # Leased trials listed as moved, not fetched yet: gathered up to a full fetch page.
         self._moved: dict[str, StudyStamp] = {}
+        # Every lease this worker holds was taken or last renewed after this moment.
+        self._renewed_at = time.monotonic()
 
     # ------------------------------------------------------------- preparation
 
@@ -235,12 +237,19 @@ class _RoundWorker:
 
     def _lease(self, plan: Plan, batch: int) -> list[leases.LeasedTrial]:
         with self.db.transaction() as session:
-            if self._moved:  # still ours until fetched: keep those leases alive
-                leases.renew(session, self.owner, self.lease)
+            self._keep_moved_leased(session)
             if plan.strategy == "changed-since":
                 return leases.lease_trials_to_fetch(session, self.round_id, self.owner,
                                                     self.lease, batch)
             return leases.lease_trials(session, self.round_id, self.owner, self.lease, batch)
+
+    def _keep_moved_leased(self, session: Session) -> None:
+        """Moved trials wait, leased, for a full fetch page: renew the leases once a third of
+        the lease period has gone by (not on every batch: each renewal rewrites them)."""
+        moment = time.monotonic()
+        if self._moved and moment - self._renewed_at > self.lease.total_seconds() / 3:
+            leases.renew(session, self.owner, self.lease)
+            self._renewed_at = moment
 
     def _check_batch(self, leased: Sequence[leases.LeasedTrial], plan: Plan) -> None:
         """List the batch (``ids``), confirm the trials the listing lacked, stamp the unmoved

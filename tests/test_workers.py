@@ -366,3 +366,20 @@ def test_a_changed_since_round_fetches_the_moved_trials_and_stamps_the_rest_chec
         round_row = session.scalars(select(CycleRound).order_by(CycleRound.id.desc())).first()
         assert round_row is not None and round_row.closed_at is not None
         assert round_row.checked == 300
+
+
+def test_moved_trials_waiting_for_a_full_fetch_page_keep_their_leases(db, pg_url, registry):
+    ids = populate(registry, 300)
+    watch(db, ids)
+    # Slow listings: gathering a page (100 moved trials, in batches of 20) outlasts the lease,
+    # and the other worker would take the first batches over if they were not renewed.
+    registry.fault_hook = lambda r: Fault(delay=0.3) if "fields" in r.params else None
+
+    def body(k: int, database: Database) -> CycleReport:
+        with RegistryClient(registry.base_url, requests_per_second=0) as client:
+            return run_cycle(database, client, worker=f"worker-{k}",
+                             lease=timedelta(seconds=1.2), lease_batch=20)
+
+    reports = in_threads(2, body, pg_url)
+    assert all(r.outcome == "ok" for r in reports)
+    assert full_fetches(registry) == Counter(dict.fromkeys(ids, 1))
