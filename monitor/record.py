@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -81,6 +82,16 @@ LIST_IDENTITY: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+# Lookup tables derived from the two above, so that ``build`` does no per-record set-up.
+_ALLOWED: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in SECTIONS.items()}
+_SECTION_IDENTITY: dict[str, dict[str, tuple[str, ...]]] = {
+    name: {f: parts for (s, f), parts in LIST_IDENTITY.items() if s == name} for name in SECTIONS}
+_SECTION_NAMES = frozenset(SECTIONS)
+# '"name":' of every key a built record's canonical JSON can have.
+_KEY_PREFIX: dict[str, bytes] = {
+    name: orjson.dumps(name) + b":" for name in (*SECTIONS, "nct_id")}
+
+
 class ParseError(ValueError):
     """A document could not be turned into a ``TrialRecord``; the message says why."""
 
@@ -107,7 +118,26 @@ def identity_key(section: str, field_name: str, item: Mapping[str, Any]) -> str:
 
 
 def _identity_part(value: Any) -> str:
-    return " ".join(str(value).split()).casefold() if value else ""
+    """The value as text, whitespace collapsed, case folded.
+
+    Most text (criteria, titles) is already collapsed, which is cheap to see: printable
+    text has no whitespace but the plain space (``str.isprintable`` is false for every other
+    ``str.isspace`` character), so no double, leading or trailing space means nothing to
+    collapse, and the costly split and join are skipped."""
+    if not value:
+        return ""
+    text = str(value)
+    if text.isprintable() and "  " not in text and text.strip() == text:
+        return text.casefold()
+    return " ".join(text.split()).casefold()
+
+
+def _identity_keys(parts: tuple[str, ...], items: Sequence[Any]) -> list[str]:
+    """``identity_key`` of every item, one identity part at a time."""
+    columns = [[_identity_part(item.get(part)) for item in items] for part in parts]
+    if len(columns) == 1:
+        return columns[0]
+    return list(map("|".join, zip(*columns, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -124,19 +154,19 @@ class TrialRecord:
             raise ParseError(f"invalid NCT ID {nct_id!r} (expected NCT followed by 8 digits)")
         clean: dict[str, dict[str, Any]] = {}
         for name, fields in sections.items():
-            allowed = SECTIONS.get(name)
+            allowed = _ALLOWED.get(name)
             if allowed is None:
                 raise ValueError(f"unknown record section {name!r}")
-            unknown = set(fields) - set(allowed)
-            if unknown:
+            if not allowed.issuperset(fields):
+                unknown = set(fields) - allowed
                 raise ValueError(f"unknown fields in section {name!r}: {sorted(unknown)}")
             if not fields:
                 continue
-            section: dict[str, Any] = {}
-            for key, value in fields.items():
-                if (name, key) in LIST_IDENTITY and isinstance(value, list):
-                    value = _sorted_by_identity(name, key, value)
-                section[key] = value
+            section = dict(fields.items())
+            for key, parts in _SECTION_IDENTITY[name].items():
+                value = section.get(key)
+                if isinstance(value, list):
+                    section[key] = _sorted_by_identity(parts, value)
             clean[name] = section
         record = cls(nct_id=nct_id, sections=clean)
         try:
@@ -166,7 +196,11 @@ class TrialRecord:
 
     @cached_property
     def canonical_json(self) -> bytes:
-        return canonical_dumps(self.to_canonical())
+        pieces = self._canonical_pieces()
+        if pieces is None:
+            return canonical_dumps(self.to_canonical())
+        self.__dict__.setdefault("section_hashes", _hashes(self.sections, pieces))
+        return _joined(pieces)
 
     @cached_property
     def content_hash(self) -> str:
@@ -174,7 +208,31 @@ class TrialRecord:
 
     @cached_property
     def section_hashes(self) -> dict[str, str]:
-        return {name: sha256_hex(canonical_dumps(body)) for name, body in self.sections.items()}
+        pieces = self._canonical_pieces()
+        if pieces is None:
+            return {name: sha256_hex(canonical_dumps(body))
+                    for name, body in self.sections.items()}
+        self.__dict__.setdefault("canonical_json", _joined(pieces))
+        return _hashes(self.sections, pieces)
+
+    def _canonical_pieces(self) -> dict[str, bytes] | None:
+        """The canonical JSON of ``nct_id`` and of each section, so that the record and its
+        sections are serialized once for both ``canonical_json`` and ``section_hashes``.
+
+        ``None`` when that would not give the same bytes or errors as serializing them
+        separately: a section that is not a plain dict or not a known name, or a value
+        that cannot be serialized (the caller's plain path raises the usual error). Each
+        value is serialized inside a list so that it is as deep as in the whole record.
+        """
+        sections = self.sections
+        if not (_SECTION_NAMES.issuperset(sections)
+                and all(type(body) is dict for body in sections.values())):
+            return None
+        try:
+            return {name: canonical_dumps([value])[1:-1] for name, value in
+                    sorted([("nct_id", self.nct_id), *sections.items()], key=itemgetter(0))}
+        except orjson.JSONEncodeError:
+            return None
 
     def get(self, section: str, field_name: str, default: Any = None) -> Any:
         return self.sections.get(section, {}).get(field_name, default)
@@ -209,14 +267,24 @@ class TrialRecord:
         return True
 
 
-def _sorted_by_identity(section: str, field_name: str, items: list[Any]) -> list[Any]:
+def _joined(pieces: dict[str, bytes]) -> bytes:
+    """``canonical_dumps`` of the whole record from its pieces (in key order)."""
+    return b"{" + b",".join([_KEY_PREFIX[name] + data for name, data in pieces.items()]) + b"}"
+
+
+def _hashes(sections: Mapping[str, Any], pieces: dict[str, bytes]) -> dict[str, str]:
+    return {name: sha256_hex(pieces[name]) for name in sections}
+
+
+def _sorted_by_identity(parts: tuple[str, ...], items: list[Any]) -> list[Any]:
     """Items by identity; ties (two sites alike) by their canonical JSON, so the order is
     total. The JSON is only serialized when identities do collide."""
     if len(items) < 2:
         return list(items)
-    keyed = [(identity_key(section, field_name, item), item) for item in items]
-    if len({k for k, _ in keyed}) == len(keyed):
-        return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
+    keys = _identity_keys(parts, items)
+    keyed = list(zip(keys, items, strict=True))
+    if len(set(keys)) == len(keys):
+        return [item for _, item in sorted(keyed, key=itemgetter(0))]
 
     def key(pair: tuple[str, Any]) -> tuple[str, str]:
         return pair[0], canonical_dumps(pair[1]).decode()
