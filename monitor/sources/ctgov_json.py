@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from enum import Enum
 from typing import Any, Final
 
+import orjson
+
 from monitor.record import ParseError, TrialRecord, is_valid_nct_id
 
 __all__ = ["is_full_document", "iter_page_studies", "parse_study", "split_criteria"]
@@ -261,10 +263,54 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
 MAX_DEPTH = 64
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+def _orjson_depth_limit(cap: int = 1024) -> int | None:
+    """How many nested containers ``orjson.dumps`` writes before it refuses (254 in orjson 3;
+    ``None`` if not within ``cap``). Probed once, not assumed: the fast depth check below is
+    only right with the limit of the orjson actually installed."""
+    value: list[Any] = []
+    for depth in range(1, cap + 1):
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return depth - 1
+        value = [value]
+    return None
+
+
+_ORJSON_DEPTH_LIMIT: Final = _orjson_depth_limit()
+# Lists to wrap a document in so that orjson's own limit becomes MAX_DEPTH (0: no fast check).
+_DEPTH_PADDING: Final = max(0, (_ORJSON_DEPTH_LIMIT or 0) - MAX_DEPTH)
+# Types that orjson would otherwise write without counting them as the depth walk does.
+_PLAIN_JSON_ONLY: Final = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+                           | orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def _check_depth(doc: Mapping[str, Any]) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH`` levels.
+
+    Fast path: orjson, in C, proves that a document of plain dicts, lists and scalars is
+    shallow enough, when wrapped in ``_DEPTH_PADDING`` lists it serializes within orjson's
+    own depth limit. Anything orjson refuses (too deep, or a subclass, a non-dict
+    ``Mapping``, a lone surrogate...) is decided by ``_check_depth_walk``, which gives the
+    answer and the error message. orjson never counts fewer levels than the walk (it also
+    counts tuples), so the fast path never lets through what the walk would refuse."""
+    if _DEPTH_PADDING:
+        wrapped: Any = doc
+        for _ in range(_DEPTH_PADDING):
+            wrapped = [wrapped]
+        try:
+            orjson.dumps(wrapped, option=_PLAIN_JSON_ONLY)
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            return
+    _check_depth_walk(doc)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _check_depth_walk(doc: Mapping[str, Any]) -> None:
     """Level by level; containers holding only scalars (most of them) are passed over at C
     speed, scalars are told by their exact type, and the slow abstract ``Mapping`` check is
     left for what is neither a scalar nor a dict or list."""
