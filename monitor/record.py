@@ -117,19 +117,20 @@ def identity_key(section: str, field_name: str, item: Mapping[str, Any]) -> str:
     return "|".join([_identity_part(item.get(p)) for p in parts])
 
 
-def _identity_part(value: Any) -> str:
-    """The value as text, whitespace collapsed, case folded.
+def collapse_whitespace(text: str) -> str:
+    """``" ".join(text.split())``: runs of whitespace to one space, none at the ends.
 
     Most text (criteria, titles) is already collapsed, which is cheap to see: printable
     text has no whitespace but the plain space (``str.isprintable`` is false for every other
     ``str.isspace`` character), so no double, leading or trailing space means nothing to
     collapse, and the costly split and join are skipped."""
-    if not value:
-        return ""
-    text = str(value)
     if text.isprintable() and "  " not in text and text.strip() == text:
-        return text.casefold()
-    return " ".join(text.split()).casefold()
+        return text
+    return " ".join(text.split())
+
+
+def _identity_part(value: Any) -> str:
+    return collapse_whitespace(str(value)).casefold() if value else ""
 
 
 def _identity_keys(parts: tuple[str, ...], items: Sequence[Any]) -> list[str]:

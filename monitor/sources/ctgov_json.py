@@ -16,11 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from enum import Enum
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
 
-from monitor.record import ParseError, TrialRecord, is_valid_nct_id
+from monitor.record import ParseError, TrialRecord, collapse_whitespace, is_valid_nct_id
 
 __all__ = ["is_full_document", "iter_page_studies", "parse_study", "split_criteria"]
 
@@ -48,7 +49,7 @@ def _kind(value: Any) -> str:
 def normalize_text(value: str) -> str:
     """Line endings to ``\\n``, trailing whitespace stripped per line and overall."""
     lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines).strip()
+    return "\n".join([line.rstrip() for line in lines]).strip()
 
 
 # --------------------------------------------------------------------------- reading helpers
@@ -61,7 +62,7 @@ def _obj(parent: Mapping[str, Any] | None, key: str, path: str) -> Mapping[str, 
     value = parent.get(key)
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
         raise ParseError(f"{path}.{key}: expected an object, got {_kind(value)}")
     return value
 
@@ -114,7 +115,7 @@ def _objects(
         return items
     out: list[tuple[Mapping[str, Any], str]] = []
     for i, item in enumerate(items):
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             raise ParseError(f"{path}.{key}[{i}]: expected an object, got {_kind(item)}")
         out.append((item, f"{path}.{key}[{i}]"))
     return out
@@ -140,15 +141,18 @@ class _Emitter:
         ``(path, key, index)``, formatted only for an error message."""
         out: dict[str, Any] = {}
         full = self.full
+        get = src.get
         for out_key, src_key in spec.items():
-            value = src.get(src_key, MISSING)
-            if type(value) is str or (value is not MISSING and isinstance(value, str)):
+            value = get(src_key, MISSING)
+            if type(value) is str:
                 out[out_key] = value.strip() or None
             elif value is None or (value is MISSING and full):
                 out[out_key] = None
             elif value is not MISSING:
-                where = path if isinstance(path, str) else f"{path[0]}.{path[1]}[{path[2]}]"
-                raise ParseError(f"{where}.{src_key}: expected a string, got {_kind(value)}")
+                if not isinstance(value, str):
+                    where = path if isinstance(path, str) else f"{path[0]}.{path[1]}[{path[2]}]"
+                    raise ParseError(f"{where}.{src_key}: expected a string, got {_kind(value)}")
+                out[out_key] = value.strip() or None
         return out
 
     def records(
@@ -158,10 +162,11 @@ class _Emitter:
         if isinstance(items, _Missing):
             return items
         out = []
+        strings = self.strings
         for i, item in enumerate(items):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):
                 raise ParseError(f"{path}.{key}[{i}]: expected an object, got {_kind(item)}")
-            out.append(self.strings(item, (path, key, i), spec))
+            out.append(strings(item, (path, key, i), spec))
         return out
 
     def date(self, parent: Mapping[str, Any] | None, key: str, path: str) -> Any:
@@ -527,11 +532,9 @@ def _clean_heading(line: str) -> str:
     return line.strip().strip("*_#").strip().rstrip(":").strip().strip("*_").strip()
 
 
-def _heading(line: str) -> tuple[str, str] | None:
-    """``(kind, inline_rest)`` if ``line`` is an inclusion/exclusion/other heading."""
-    stripped = line.strip()
-    if _BULLET_RE.match(stripped):
-        return None
+def _heading(stripped: str) -> tuple[str, str] | None:
+    """``(kind, inline_rest)`` if the stripped, non-bullet line is an inclusion/exclusion/
+    other heading."""
     match = _HEADING_RE.match(stripped.lstrip("*_# ").strip())
     if match:
         kind = match.group(1).lower()
@@ -549,7 +552,13 @@ def _heading(line: str) -> tuple[str, str] | None:
 
 
 def _criterion_text(text: str) -> str:
-    return _MD_ESCAPE_RE.sub(r"\1", " ".join(text.split()))
+    text = collapse_whitespace(text)
+    # A callable, not r"\1": a template is expanded by Python code for every match.
+    return _MD_ESCAPE_RE.sub(itemgetter(1), text) if "\\" in text else text
+
+
+# One line of criteria text: (line, line.strip(), its bullet or number marker if any).
+_Line = tuple[str, str, re.Match[str] | None]
 
 
 def split_criteria(text: str) -> dict[str, list[dict[str, str]]]:
@@ -563,31 +572,32 @@ def split_criteria(text: str) -> dict[str, list[dict[str, str]]]:
     that in a section without any marker every line is a criterion, and an unindented line
     ending in ":" after a blank line starts a new one.
     """
-    segments: list[tuple[str, list[str]]] = [("other_criteria", [])]
-    for raw in normalize_text(text).split("\n"):
-        head = _heading(raw)
-        if head is not None:
-            segments.append((head[0], [head[1]] if head[1] else []))
+    segments: list[tuple[str, list[_Line]]] = [("other_criteria", [])]
+    for line in normalize_text(text).split("\n"):
+        stripped = line.strip()
+        bullet = _BULLET_RE.match(stripped)
+        head = _heading(stripped) if stripped and bullet is None else None
+        if head is None:
+            segments[-1][1].append((line, stripped, bullet))
         else:
-            segments[-1][1].append(raw)
+            kind, rest = head
+            segments.append((kind, [(rest, rest, _BULLET_RE.match(rest))] if rest else []))
     result: dict[str, list[dict[str, str]]] = {
         "inclusion": [], "exclusion": [], "other_criteria": []}
     for kind, lines in segments:
-        result[kind].extend({"text": t} for t in _split_segment(lines))
+        result[kind].extend([{"text": t} for t in _split_segment(lines)])
     return result
 
 
-def _split_segment(lines: list[str]) -> list[str]:
-    has_bullets = any(_BULLET_RE.match(line.strip()) for line in lines)
+def _split_segment(lines: list[_Line]) -> list[str]:
+    has_bullets = any(bullet for _, _, bullet in lines)
     items: list[str] = []
     current: list[str] | None = None
     previous_blank = True
-    for line in lines:
-        stripped = line.strip()
+    for line, stripped, bullet in lines:
         if not stripped:
             previous_blank = True
             continue
-        bullet = _BULLET_RE.match(stripped)
         starts_new = (
             bullet is not None
             or not has_bullets
@@ -605,4 +615,4 @@ def _split_segment(lines: list[str]) -> list[str]:
         previous_blank = False
     if current:
         items.append(" ".join(current))
-    return [t for t in (_criterion_text(item) for item in items) if t]
+    return [t for t in map(_criterion_text, items) if t]
