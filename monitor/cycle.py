@@ -2,7 +2,7 @@
 
     version  ─► list stamps (by watched IDs, or registry-wide "changed since")  ─► moved?
     saved queries ─► new matches (``new_trial``)                                   │
-    fetch full documents in batches ─► parse ─► ``record_observation`` ◄────────────┘
+    fetch full documents in pages, parse (``monitor.fetching``) ─► ``record_observation`` ◄┘
 
 Failure rules (a bad answer never becomes a false alert):
 * a listing or fetch batch that fails (unavailable, blocked, bad answer) is recorded as a
@@ -46,12 +46,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitor.events import ChangeEvent
+from monitor.fetching import fetch_pages, worker_pays_off
 from monitor.ingest import (
     Observation,
     RecordOutcome,
@@ -59,7 +59,7 @@ from monitor.ingest import (
     record_observation,
     record_removal,
 )
-from monitor.record import ParseError
+from monitor.record import TrialRecord
 from monitor.sources.ctgov import (
     RegistryBlocked,
     RegistryClient,
@@ -67,7 +67,6 @@ from monitor.sources.ctgov import (
     StudyStamp,
     TrialNotFound,
 )
-from monitor.sources.ctgov_json import parse_study
 from storage import leases
 from storage import repository as repo
 from storage.engine import Database
@@ -369,53 +368,60 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
                      to_fetch: dict[str, StudyStamp], new_matches: dict[str, str],
                      subscriptions: Sequence[Subscription], clock: Callable[[], datetime],
                      guard: LeaseGuard | None = None) -> None:
-    """Fetch full documents page by page; each page is recorded in one transaction (with a
-    ``guard``, only the trials this worker still leases)."""
-    for chunk in _chunks(sorted(to_fetch), FETCH_PAGE):
-        try:
-            documents = list(client.iter_studies(chunk, page_size=FETCH_PAGE))
-        except RegistryError as exc:
-            _fail(report, chunk, "fetch", exc)
+    """Fetch full documents page by page (``monitor.fetching``: in a worker process when
+    there are many pages); each page is recorded in one transaction (with a ``guard``, only
+    the trials this worker still leases)."""
+    chunks = list(_chunks(sorted(to_fetch), FETCH_PAGE))
+    pages = fetch_pages(client, chunks, page_size=FETCH_PAGE,
+                        worker=worker_pays_off(client, len(chunks)))
+    for page in pages:
+        if page.error is not None:
+            _fail(report, page.nct_ids, "fetch", page.error)
             continue
         fetched_at = clock()
         with db.transaction() as session:
             if guard is not None:
-                trials = guard.held(session, chunk)
+                trials = guard.held(session, page.nct_ids)
             else:  # one query for the page, not one per trial
-                trials = repo.trials_by_nct_id(session, chunk)
+                trials = repo.trials_by_nct_id(session, page.nct_ids)
             repo.prefetch_latest_versions(session, trials.values())  # idem for their versions
-            for document in documents:
-                try:
-                    record = parse_study(document)
-                except ParseError as exc:
-                    report.failures.append(f"parse: {exc}")
-                    log.warning("cycle.bad_record", reason=str(exc))
+            for study in page.studies:
+                if study.record is None:
+                    report.failures.append(f"parse: {study.error}")
+                    log.warning("cycle.bad_record", reason=study.error)
                     continue
-                if guard is not None and record.nct_id not in trials:
-                    log.warning("cycle.lease_lost", nct_id=record.nct_id)
-                    continue
-                extra = []
-                if record.nct_id in new_matches:
-                    extra.append(ChangeEvent(
-                        nct_id=record.nct_id, kind="new_trial", field="query", old=None,
-                        new=new_matches[record.nct_id], severity="medium",
-                        summary=f"New trial matching query {new_matches[record.nct_id]}: "
-                                f"{record.title or record.nct_id}"))
-                observation = Observation(record=record, raw=orjson.dumps(document),
-                                          raw_format="ctgov-json", source="ctgov",
-                                          fetched_at=fetched_at)
-                outcome = record_observation(session, observation, subscriptions=subscriptions,
-                                             extra_events=extra)
-                report.fetched += 1
-                report.records.append(outcome)
-                report.events.extend(outcome.events)
-                report.changed += int(outcome.changed)
-                trial = trials.get(record.nct_id) or repo.trial(session, record.nct_id)
-                assert trial is not None
-                trial.registry_last_update = record.last_update_posted
-                trial.last_error = None
-                if record.nct_id in new_matches:
-                    trial.watched = True  # its new_trial event is stored: no longer pending
+                _record_fetched(session, report, study.record, study.compressed_raw, trials,
+                                new_matches, subscriptions, fetched_at, guarded=guard is not None)
+
+
+def _record_fetched(session: Session, report: CycleReport, record: TrialRecord,
+                    compressed_raw: bytes, trials: dict[str, Trial],
+                    new_matches: dict[str, str], subscriptions: Sequence[Subscription],
+                    fetched_at: datetime, *, guarded: bool) -> None:
+    if guarded and record.nct_id not in trials:
+        log.warning("cycle.lease_lost", nct_id=record.nct_id)
+        return
+    extra = []
+    if record.nct_id in new_matches:
+        extra.append(ChangeEvent(
+            nct_id=record.nct_id, kind="new_trial", field="query", old=None,
+            new=new_matches[record.nct_id], severity="medium",
+            summary=f"New trial matching query {new_matches[record.nct_id]}: "
+                    f"{record.title or record.nct_id}"))
+    observation = Observation(record=record, raw=b"", compressed_raw=compressed_raw,
+                              raw_format="ctgov-json", source="ctgov", fetched_at=fetched_at)
+    outcome = record_observation(session, observation, subscriptions=subscriptions,
+                                 extra_events=extra)
+    report.fetched += 1
+    report.records.append(outcome)
+    report.events.extend(outcome.events)
+    report.changed += int(outcome.changed)
+    trial = trials.get(record.nct_id) or repo.trial(session, record.nct_id)
+    assert trial is not None
+    trial.registry_last_update = record.last_update_posted
+    trial.last_error = None
+    if record.nct_id in new_matches:
+        trial.watched = True  # its new_trial event is stored: no longer pending
 
 
 def confirm_missing(db: Database, client: RegistryClient, report: CycleReport,

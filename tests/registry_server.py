@@ -24,6 +24,7 @@ import copy
 import re
 import secrets
 import threading
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -104,6 +105,7 @@ class LoggedRequest:
     params: dict[str, str]
     headers: dict[str, str]  # names lower-cased
     target: str  # path and query, as sent
+    received_at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def ids(self) -> list[str]:

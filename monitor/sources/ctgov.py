@@ -83,6 +83,11 @@ class RegistryError(Exception):
         self.status_code = status_code
         super().__init__(self.reason)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with every attribute (the fetch worker process sends its failures to the
+        # cycle), without calling a subclass's own ``__init__``.
+        return (_restore_error, (type(self), dict(self.__dict__)))
+
     def __str__(self) -> str:
         if not self.url:
             return self.reason
@@ -108,6 +113,13 @@ class TrialNotFound(RegistryError):
     def __init__(self, nct_id: str, reason: str, *, url: str | None = None):
         super().__init__(reason, url=url, status_code=404)
         self.nct_id = nct_id
+
+
+def _restore_error(cls: type[RegistryError], state: dict[str, Any]) -> RegistryError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["reason"])
+    error.__dict__.update(state)
+    return error
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,12 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._settings: dict[str, Any] = dict(
+            requests_per_second=requests_per_second, timeout=timeout, max_retries=max_retries,
+            backoff=backoff, transport=transport, user_agent=user_agent,
+            max_url_length=max_url_length, sleep=sleep, clock=clock)
         self.base_url = base_url.rstrip("/")
+        self.requests_per_second = requests_per_second
         self.max_retries = max(0, max_retries)
         self.backoff = backoff
         self.max_url_length = max_url_length
@@ -186,6 +203,25 @@ class RegistryClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    @property
+    def has_custom_transport(self) -> bool:
+        return self._settings["transport"] is not None
+
+    def clone(self) -> RegistryClient:
+        """A client with the same settings and its own connection pool, whose rate limit
+        continues from this one's (see ``note_requests_elsewhere`` for the way back). For a
+        forked worker process: the default transport is safe to clone, a custom one is shared.
+        """
+        twin = RegistryClient(self.base_url, **self._settings)
+        twin._limiter = self._limiter.copy()
+        return twin
+
+    def note_requests_elsewhere(self, count: int) -> None:
+        """Count ``count`` requests a clone made on this client's behalf, the last just now."""
+        self.requests_made += count
+        if count:
+            self._limiter.note_request()
 
     # ----------------------------------------------------------------- public API
 

@@ -66,3 +66,19 @@ class RateLimiter:
         if wait > 0:
             self._sleep(wait)
         return wait
+
+    def copy(self) -> RateLimiter:
+        """A limiter that continues from this one's state (for a worker process that sends
+        this client's requests for a while: ``time.monotonic`` is system-wide)."""
+        twin = RateLimiter(self.rate, burst=self.burst, clock=self._clock, sleep=self._sleep)
+        with self._lock:
+            twin._tokens, twin._updated = self._tokens, self._updated
+        return twin
+
+    def note_request(self) -> None:
+        """Count a request sent elsewhere just now (by such a worker): the next ``acquire``
+        waits a full interval from now."""
+        if self.unlimited:
+            return
+        with self._lock:
+            self._tokens, self._updated = min(self._tokens, 0.0), self._clock()
