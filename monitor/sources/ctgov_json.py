@@ -301,7 +301,9 @@ def _check_depth(doc: Mapping[str, Any]) -> None:
     counts tuples), so the fast path never lets through what the walk would refuse."""
     if _DEPTH_PADDING:
         wrapped: Any = doc
-        for _ in range(_DEPTH_PADDING):
+        for _ in range(_DEPTH_PADDING // 10):  # ten levels a step: one a step costs as much
+            wrapped = [[[[[[[[[[wrapped]]]]]]]]]]  # as the dumps below
+        for _ in range(_DEPTH_PADDING % 10):
             wrapped = [wrapped]
         try:
             orjson.dumps(wrapped, option=_PLAIN_JSON_ONLY)
