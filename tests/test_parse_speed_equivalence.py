@@ -1,0 +1,215 @@
+"""The fast paths of parsing and canonical serialization give the bytes the plain ones gave.
+
+Stored content and section hashes were computed by earlier code: a parse that moves one byte
+of canonical JSON raises false change alerts. The hashes below were computed before the
+parser and ``TrialRecord`` were optimized; the other tests compare each fast path with the
+plain computation it replaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from monitor.record import (
+    LIST_IDENTITY,
+    ParseError,
+    TrialRecord,
+    canonical_dumps,
+    collapse_whitespace,
+    identity_key,
+    sha256_hex,
+)
+from monitor.sources.ctgov_json import (
+    MAX_DEPTH,
+    _check_depth_walk,
+    iter_page_studies,
+    parse_study,
+    split_criteria,
+)
+
+CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"
+# sha256 over the canonical JSON of split_criteria of every fixture study's criteria text.
+CRITERIA_DIGEST = "a73aa0f01a77086b27a16700aa7ba9413edc94f4c92869356263ae8a7316251d"
+
+# (file or page#index, content_hash, sha256 of the key-sorted section_hashes JSON)
+KNOWN_HASHES = [
+    ("NCT00184067.json", "afdf0477fbaa0913ba38a739d6a48a9b59f7067439dd8def98862b2d8828cafd",
+     "ec1246a9d041355c1894632c53f471317c492c611c1ff18a57c6ae8d7f28d6c4"),
+    ("NCT02576665.full.json", "44e70f239820680c2f64c6de66f13cc940fc5133c5cadfba2f656bf04c0d5fa1",
+     "be4656c3f84050e171d0f027a8efda5f1fb110f4e09b570a70dfee9db11c96fc"),
+    ("NCT02576665.json", "f8d9389791fb9f890d1366cf164d21c3f7f6eec77d1bf509673ca3609af87666",
+     "d362b452ce933bb32a22ec95fc1f37b15247fdb726e26db3488cd42ed4852b54"),
+    ("NCT03722472.json", "ba9aeffe458c6936752f1aeacd25e872d883fd777ccff60c9a4e689613a1576a",
+     "eb02b96aa086568409414bdf71c894062e05ab62da66e0ef323279cfebdc30f0"),
+    ("NCT03934567.json", "1a99d7d4ba0161409df983f178656f5d5e6329585a851e891ec0c416ae3e1007",
+     "2cb3791746a2cb2848e4f1df78c62d65bb37c9ce96fa06501966ed8069694433"),
+    ("NCT04267848.json", "ce164dda264ebf11e8fcca55b6d41637a11613be3cd6273f065e8f765bdd85c2",
+     "9a4137132f345cd567d6d6c1374c284e579cb6921d036c413d2c1b4090d2a7a1"),
+    ("NCT06323538.json", "dc2a4a7d85552f7bbcb26bb69a2d5bb26862b4cdabff90fd51f4df615859b718",
+     "23d50703ef4e33a7b451da7510c7363cb0b49846e11b176a4796a14c61220fbe"),
+    ("page_example.json#0", "7a3cd594a3b5dddec51d85ebe84a45b621efd7df5007bf37712c0db6e124c356",
+     "7acb38ffc7785d2e29fc01b92c252214891fd291bafdcef0ca4f964916617395"),
+    ("page_example.json#1", "c8bf22c205b0d561402e59796e5a29a217a921e7b8d55b3e9eef58cca4023ef0",
+     "d3d3646f7c4c39963b078825625770628342b2d0ffa8d8a481d90d13a93145bc"),
+    ("page_example.json#2", "9a55fdb9efde02a44613be642850b6fe0a1168e4f3a14cd2aa27e1574b78553f",
+     "54332e661f498af6e8d0d25af2f89705c5ba56f702c89015c61fcb497b035482"),
+    ("page_example.json#3", "7f9523f8c6c1a6ba3c13bf7f555afebece127c638e1f5d899098b64672787a9b",
+     "93c2305909eac2ec4c405ed39fd09647494955b34e06774150934d5f4c26a278"),
+    ("page_example.json#4", "ada5c173724bfea121da9301eef18faed34c824ad5344ff47bd12acecb704cd6",
+     "b8bf75e1ac08ce4dc2228989f986be73d63b1d2dcd5e36590f6833bc37851efd"),
+]
+
+
+def load_study(name: str) -> dict[str, Any]:
+    if "#" in name:
+        page, index = name.split("#")
+        studies = list(iter_page_studies(orjson.loads((CTGOV_DIR / page).read_bytes())))
+        study: dict[str, Any] = dict(studies[int(index)])
+        return study
+    doc: dict[str, Any] = orjson.loads((CTGOV_DIR / name).read_bytes())
+    return doc
+
+
+def all_studies() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, _, _ in KNOWN_HASHES:
+        yield name, load_study(name)
+
+
+@pytest.mark.parametrize(("name", "content_hash", "sections_digest"), KNOWN_HASHES,
+                         ids=[n for n, _, _ in KNOWN_HASHES])
+def test_fixture_hashes_are_those_computed_before_the_optimization(
+        name: str, content_hash: str, sections_digest: str) -> None:
+    record = parse_study(load_study(name))
+    assert record.content_hash == content_hash
+    digest = sha256_hex(canonical_dumps(record.section_hashes))
+    assert digest == sections_digest
+
+
+@pytest.mark.parametrize("first", ["canonical_json", "section_hashes"])
+def test_canonical_json_and_section_hashes_equal_the_plain_serialization(first: str) -> None:
+    for _, doc in all_studies():
+        record = parse_study(doc)
+        getattr(record, first)
+        assert record.canonical_json == canonical_dumps(record.to_canonical())
+        plain = {name: sha256_hex(canonical_dumps(body))
+                 for name, body in record.sections.items()}
+        assert list(record.section_hashes.items()) == list(plain.items())
+        assert record.content_hash == hashlib.sha256(record.canonical_json).hexdigest()
+
+
+def test_record_that_cannot_be_serialized_raises_the_plain_error() -> None:
+    with pytest.raises(ParseError, match="surrogates not allowed"):
+        TrialRecord.build("NCT00000001", {"status": {"overall_status": "\ud800"}})
+    with pytest.raises(ParseError, match="64-bit"):
+        TrialRecord.build("NCT00000001", {"design": {"enrollment": {"count": 2**70}}})
+
+
+def test_record_nested_at_orjson_limit_fails_as_a_whole() -> None:
+    deep: Any = 1
+    for _ in range(252):  # + the section + the record = 254 levels: as deep as orjson goes
+        deep = [deep]
+    TrialRecord.build("NCT00000001", {"status": {"why_stopped": deep}})
+    with pytest.raises(ParseError, match="cannot be stored"):
+        TrialRecord.build("NCT00000001", {"status": {"why_stopped": [deep]}})
+
+
+def test_non_dict_sections_serialize_as_before() -> None:
+    class Section(Mapping[str, Any]):
+        def __init__(self, data: dict[str, Any]) -> None:
+            self.data = data
+
+        def __getitem__(self, key: str) -> Any:
+            return self.data[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self.data)
+
+        def __len__(self) -> int:
+            return len(self.data)
+
+    record = TrialRecord(nct_id="NCT00000001",
+                         sections={"status": Section({"overall_status": "X"})})
+    assert record.canonical_json == b'{"nct_id":"NCT00000001","status":{"overall_status":"X"}}'
+    with pytest.raises(orjson.JSONEncodeError):
+        record.section_hashes  # noqa: B018 - as before: a non-dict section cannot be hashed
+
+
+WHITESPACE = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+
+
+@pytest.mark.parametrize("text", [
+    "", " ", "a", "a b", " a", "a ", "a  b", "a\tb", "a\nb", "a\u00a0b", "a\u2003b",
+    "a\x1cb", "a\x85b", "\u3000a", "a\u2028", "Ünïcödé  tëxt", "x" * 100,
+    *[f"a{w}b" for w in WHITESPACE], *[f"{w}a" for w in WHITESPACE],
+])
+def test_collapse_whitespace_is_split_and_join(text: str) -> None:
+    assert collapse_whitespace(text) == " ".join(text.split())
+
+
+def test_identity_keyed_lists_sort_as_identity_key_says() -> None:
+    items = [{"facility": f, "city": c} for f in ("B", "a ", "A", " a\tx", "ä", None, "")
+             for c in ("Z", "z", None, "  y  ")]
+    record = TrialRecord.build("NCT00000001", {"locations": {"sites": list(reversed(items))}})
+    sites = record.get("locations", "sites")
+    keys = [identity_key("locations", "sites", site) for site in sites]
+    assert keys == sorted(keys)
+    ties = {k for k in keys if keys.count(k) > 1}
+    for key in ties:
+        group = [canonical_dumps(s) for s, k in zip(sites, keys, strict=True) if k == key]
+        assert group == sorted(group)
+    assert ("locations", "sites") in LIST_IDENTITY
+
+
+def nested(depth: int, kind: str) -> Any:
+    value: Any = "leaf"
+    for level in range(depth):
+        if kind == "dict":
+            value = {"k": value}
+        elif kind == "list":
+            value = [value]
+        elif kind == "tuple":
+            value = (value,)
+        else:
+            value = {"k": value} if level % 2 else [value]
+    return value
+
+
+def walk_verdict(doc: dict[str, Any]) -> str | None:
+    try:
+        _check_depth_walk(doc)
+    except ParseError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("kind", ["dict", "list", "tuple", "mixed"])
+@pytest.mark.parametrize("extra", range(MAX_DEPTH - 3, MAX_DEPTH + 3))
+def test_depth_check_refuses_what_the_walk_refuses(kind: str, extra: int) -> None:
+    doc = load_study("NCT02576665.json")
+    doc["derivedSection"] = nested(extra - 1, kind)
+    expected = walk_verdict(doc)
+    if expected is None:
+        try:
+            parse_study(doc)
+        except ParseError as exc:  # pragma: no cover - the assertion explains
+            pytest.fail(f"refused: {exc}")
+    else:
+        with pytest.raises(ParseError) as info:
+            parse_study(doc)
+        assert str(info.value) == expected
+        assert f"deeper than {MAX_DEPTH}" in expected
+
+
+def test_split_criteria_of_fixtures_is_unchanged() -> None:
+    digest = hashlib.sha256()
+    for _, doc in all_studies():
+        text = doc["protocolSection"].get("eligibilityModule", {}).get("eligibilityCriteria")
+        if isinstance(text, str):
+            digest.update(canonical_dumps(split_criteria(text)))
+    assert digest.hexdigest() == CRITERIA_DIGEST
