@@ -23,8 +23,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from monitor.events import ChangeEvent, humanize, shorten, sort_key
 from monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
 
@@ -321,7 +319,10 @@ def item_change_parts(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 
     deepdiff walks the two items (small: one site, one outcome, one arm with its nested
     lists) and reports every path that moved; whole sections are never handed to it.
+    Imported here: only a changed list item needs it (~0.1 s off every other command).
     """
+    from deepdiff import DeepDiff
+
     delta = DeepDiff(old, new, ignore_order=True, view="tree")
     parts = []
     for report, levels in delta.items():

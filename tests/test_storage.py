@@ -30,6 +30,7 @@ from storage.engine import Database, open_database
 from storage.models import Base, Version
 from storage.raw_codec import decompress_raw
 from storage.schema import (
+    HEAD,
     SchemaOutdated,
     current_revision,
     ensure_schema,
@@ -174,3 +175,22 @@ def test_tables_without_revision_are_refused_not_migrated(db: Database, db_path:
         ensure_schema(db)
     with sqlite3.connect(db_path) as connection:
         assert connection.execute("SELECT count(*) FROM versions").fetchone()[0] == 1
+
+
+def test_head_constant_is_the_newest_migration_script():
+    assert head_revision() == HEAD
+
+
+def test_checking_a_current_schema_does_not_load_alembic(tmp_path):
+    """One-shot commands start faster: an up-to-date database costs one plain query."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'tw.db'}"
+    ensure_schema(open_database(url))  # created (Alembic) in this process
+    script = ("import sys; from storage.engine import open_database; "
+              "from storage.schema import ensure_schema; "
+              f"ensure_schema(open_database({url!r})); print('alembic' in sys.modules)")
+    checked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=60, check=True)
+    assert checked.stdout.strip() == "False"
