@@ -10,12 +10,14 @@ reason it could not be) with its raw document compressed for storage, or the
         if page.error: ...                     # nothing of this page is stored
         for study in page.studies: ...         # study.record / study.error, study.compressed_raw
 
-With ``worker=True`` the pages are fetched and prepared in a forked child process while the
-caller stores the previous ones, so a first import uses two cores instead of one (parsing,
-hashing and compressing cost about as much as storing). The child gets a ``clone()`` of the
-client: its own connections, the caller's rate limit continued, and its requests counted in
-the caller's ``requests_made`` as its pages arrive. Pages travel through a pipe, so at most
-about one page waits in it. If the child dies, the pages it did not deliver come back as
+With ``worker=True`` the pages are fetched and prepared in forked child processes while
+the caller stores the pages before, so a first import uses every core instead of one
+(parsing, hashing and compressing a page cost more than storing it). With the rate limit
+off and two cores there are two children taking the pages in turn; otherwise one, which
+continues the caller's rate limit (a limit cannot be shared between processes). Each child
+has a ``clone()`` of the client (its own connections); its requests are counted in the
+caller's ``requests_made`` as its pages arrive. Pages travel through pipes, so only about
+one page per child waits in memory. If a child dies, the pages not delivered come back as
 failed pages: they are retried at the next cycle, and nothing false is ever recorded.
 
 ``worker_pays_off`` says when the child is worth it (and safe): enough pages, a rate limit
@@ -25,6 +27,7 @@ running a single thread (forking a threaded process can deadlock the child).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
@@ -108,9 +111,12 @@ def safe_to_fork() -> bool:
 
 def fetch_pages(client: RegistryClient, chunks: Sequence[Sequence[str]], *, page_size: int,
                 worker: bool = False) -> Iterator[FetchedPage]:
-    """One ``FetchedPage`` per chunk, in order; with ``worker``, prepared in a child process."""
+    """One ``FetchedPage`` per chunk, in order; with ``worker``, prepared in child processes
+    (two when the rate is unlimited and there are two cores, else one: a rate limit cannot
+    be shared between processes)."""
     if worker:
-        return _fetch_in_worker(client, chunks, page_size)
+        two = client.requests_per_second <= 0 and (os.cpu_count() or 1) >= 2
+        return _fetch_in_workers(client, chunks, page_size, 2 if two else 1)
     return (_fetch_page(client, chunk, page_size) for chunk in chunks)
 
 
@@ -122,32 +128,45 @@ def _fetch_page(client: RegistryClient, chunk: Sequence[str], page_size: int) ->
     return FetchedPage(tuple(chunk), tuple(prepare_studies(documents)))
 
 
-def _fetch_in_worker(client: RegistryClient, chunks: Sequence[Sequence[str]],
-                     page_size: int) -> Iterator[FetchedPage]:
+def _fetch_in_workers(client: RegistryClient, chunks: Sequence[Sequence[str]],
+                      page_size: int, workers: int) -> Iterator[FetchedPage]:
+    """Pages from ``workers`` forked children, which take the chunks in turn (child *k*
+    every *k*-th one): read in turn, the pages come back in chunk order."""
     context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    clone = client.clone()
-    process = context.Process(target=_worker_main, args=(clone, chunks, page_size, sender),
-                              name="trialwatch-fetch", daemon=True)
-    process.start()
-    sender.close()  # the child's end: EOF here once the child is gone
+    lanes: list[tuple[Connection, Any]] = []
+    for lane in range(workers):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker_main, args=(client.clone(), chunks[lane::workers], page_size, sender),
+            name=f"trialwatch-fetch-{lane}", daemon=True)
+        process.start()
+        sender.close()  # the child's end: EOF here once the child is gone
+        lanes.append((receiver, process))
     delivered = 0
     try:
-        for page in _received(receiver):
+        for index in range(len(chunks)):
+            receiver, _process = lanes[index % workers]
+            try:
+                page = receiver.recv()
+            except EOFError:
+                break
             client.note_requests_elsewhere(page.requests)
             delivered += 1
             yield page
     finally:
-        receiver.close()
-        process.join(timeout=5)
-        if process.is_alive():  # the caller stopped early: the child's pages are not wanted
-            process.kill()
-            process.join()
+        for receiver, _process in lanes:
+            receiver.close()
+        for _receiver, process in lanes:
+            process.join(timeout=5)
+            if process.is_alive():  # the caller stopped early: its pages are not wanted
+                process.kill()
+                process.join()
     if delivered < len(chunks):
-        log.error("fetch.worker_died", exitcode=process.exitcode, pages=len(chunks),
+        dead = lanes[delivered % workers][1]
+        log.error("fetch.worker_died", exitcode=dead.exitcode, pages=len(chunks),
                   delivered=delivered)
         failure = RegistryUnavailable(
-            f"fetch worker process stopped (exit code {process.exitcode}) before this page")
+            f"fetch worker process stopped (exit code {dead.exitcode}) before this page")
         for chunk in chunks[delivered:]:
             yield FetchedPage(tuple(chunk), error=failure)
 
@@ -163,7 +182,13 @@ def _received(receiver: Connection) -> Iterator[FetchedPage]:
 
 def _worker_main(client: RegistryClient, chunks: Sequence[Sequence[str]], page_size: int,
                  sender: Connection) -> None:
-    """The forked child: fetch and prepare every chunk, send each page as it is ready."""
+    """The forked child: fetch and prepare every chunk, send each page as it is ready.
+
+    Its garbage is a page of acyclic JSON, freed by reference counting; the automatic
+    collector, triggered every few hundred allocations, cost a quarter of its CPU. So it
+    is off, and one collection per page catches whatever cycles there are (the heap it
+    was forked with is frozen: a collection walks only the page's objects)."""
+    gc.disable()
     try:
         with client:
             for chunk in chunks:
@@ -171,6 +196,8 @@ def _worker_main(client: RegistryClient, chunks: Sequence[Sequence[str]], page_s
                 page = _fetch_page(client, chunk, page_size)
                 sender.send(FetchedPage(page.nct_ids, page.studies, page.error,
                                         requests=client.requests_made - before))
+                del page
+                gc.collect()
     except BrokenPipeError:  # the caller stopped reading
         pass
     finally:

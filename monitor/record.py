@@ -199,6 +199,13 @@ class TrialRecord:
             record.__dict__["section_hashes"] = dict(section_hashes)
         return record
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (the fetch worker sends records to the cycle) as its canonical JSON and
+        # hashes: orjson reads that back several times faster than pickle rebuilds nested
+        # dicts, and the hashes are not computed again.
+        return (_from_canonical_json,
+                (self.canonical_json, self.content_hash, self.section_hashes))
+
     def to_canonical(self) -> dict[str, Any]:
         return {"nct_id": self.nct_id, **{k: dict(v) for k, v in self.sections.items()}}
 
@@ -308,3 +315,11 @@ def _is_subset(small: Any, big: Any) -> bool:
             return False
         return all(_is_subset(a, b) for a, b in zip(small, big, strict=True))
     return bool(small == big)
+
+
+def _from_canonical_json(data: bytes, content_hash: str,
+                         section_hashes: Mapping[str, str]) -> TrialRecord:
+    record = TrialRecord.from_canonical(orjson.loads(data), content_hash=content_hash,
+                                        section_hashes=section_hashes)
+    record.__dict__["canonical_json"] = data
+    return record
