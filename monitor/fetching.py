@@ -86,6 +86,9 @@ def prepare_studies(documents: Iterable[dict[str, Any]]) -> list[PreparedStudy]:
         except ParseError as exc:
             prepared.append(PreparedStudy(None, error=str(exc)))
             continue
+        except Exception as exc:  # a parser bug: this document fails, not its whole page
+            prepared.append(PreparedStudy(None, error=f"unexpected parser error: {exc!r}"))
+            continue
         record.section_hashes  # noqa: B018 - computed here, in the worker when there is one
         prepared.append(PreparedStudy(record, compress_raw(orjson.dumps(document), compressor)))
     return prepared

@@ -194,3 +194,18 @@ def test_check_imports_many_pages_through_the_worker_and_stores_every_record(tmp
         assert sorted(stored) == ids
         assert orjson.loads(decompress_raw(stored[ids[0]].raw)) == registry.studies[ids[0]]
     db.close()
+
+
+def test_a_parser_bug_on_one_document_fails_that_document_not_its_page(monkeypatch):
+    good = make_study(TEMPLATE, nct(1), "2026-03-01")
+    odd = make_study(TEMPLATE, nct(2), "2026-03-01")
+
+    def parse_or_break(document):
+        if document is odd:
+            raise KeyError("a parser bug")
+        return parse_study(document)
+
+    monkeypatch.setattr(fetching, "parse_study", parse_or_break)
+    first, second = prepare_studies([good, odd])
+    assert first.record is not None and first.record.nct_id == nct(1)
+    assert second.record is None and "unexpected parser error" in (second.error or "")

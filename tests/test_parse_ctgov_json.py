@@ -433,3 +433,9 @@ def test_any_wrong_value_anywhere_gives_parse_error_or_record(ctgov_dir: Path) -
             target[path[-1]] = wrong
             with contextlib.suppress(ParseError):
                 parse_study(mutated)
+
+
+def test_a_heading_with_a_turkish_dotted_capital_i_is_an_inclusion_heading() -> None:
+    result = split_criteria("İnclusion Criteria:\n* adults\nExclusion Criteria:\n* pregnancy")
+    assert result["inclusion"] == [{"text": "adults"}]
+    assert result["exclusion"] == [{"text": "pregnancy"}]

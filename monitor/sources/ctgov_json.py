@@ -539,7 +539,9 @@ def _heading(stripped: str) -> tuple[str, str] | None:
     other heading."""
     match = _HEADING_RE.match(stripped.lstrip("*_# ").strip())
     if match:
-        kind = match.group(1).lower()
+        # not .lower(): IGNORECASE also matches a Turkish dotted capital I ("İnclusion"),
+        # whose lower case is two characters
+        kind = "exclusion" if match.group(1)[0] in "eE" else "inclusion"
         tail = match.group(2).strip().strip("*_").strip()
         if tail in ("", ":"):
             return kind, ""
