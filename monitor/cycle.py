@@ -24,12 +24,15 @@ without ``only`` takes part in a shared *round* instead (``monitor.workers``,
   fetches their new matches itself, for their ``new_trial`` events), then picks the listing
   strategy for the whole round (``ids``, or one registry-wide ``changed-since`` listing kept
   in the round row); the others wait for it;
-* then each worker leases batches of at most ``lease_batch`` (1000) watched trials with
-  ``checked_round`` below the round, ``SELECT ... FOR UPDATE SKIP LOCKED``, lists them (one
-  ``filter.ids`` page per batch) or reads the round's changed-since stamps, fetches what
-  moved, records it, and stamps the batch ``checked_round = round``. Versions are written only
-  for trials the worker still leases (checked under a row lock in the same transaction), and
-  every write renews its leases, so no trial is fetched twice per round by live workers;
+* then each worker leases batches of watched trials with ``checked_round`` below the round
+  (one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``): in an ``ids`` round a
+  batch is one ``filter.ids`` listing request (~600 trials); in a ``changed-since`` round only
+  the trials the round's listing says moved (or never fetched) are leased, a fetch page at a
+  time, and all the others are stamped checked by one set-based UPDATE. Moved trials are
+  fetched in full pages of 100 across batches, recorded, and stamped ``checked_round =
+  round``. Versions are written only for trials the worker still leases (checked under a row
+  lock in the same transaction), and leases are renewed as they age, so no trial is fetched
+  twice per round by live workers;
 * a worker that dies leaves its lease to expire (``lease``, default 5 minutes, database
   clock); workers that have finished their own batches wait up to one lease period for
   the round to complete and take expired batches over. What is still unfinished after that is
