@@ -101,6 +101,7 @@ class CycleReport:
     events: list[ChangeEvent] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     data_timestamp: str | None = None
+    queries_run: int = 0  # saved queries that answered (their matches may be newly watched)
     round_id: int | None = None  # the shared round (PostgreSQL workers), None on SQLite
 
     def to_json(self) -> dict[str, Any]:
@@ -217,10 +218,12 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
         return
     new_matches: dict[str, str] = {}
     if only is None:
+        queries_before = report.queries_run
         new_matches = run_queries(db, client, report, clock)
         for nct_id, name in pending_new_matches(db).items():
             new_matches.setdefault(nct_id, name)
-        states = _load_states(db, only)  # queries may have added watched trials
+        if report.queries_run > queries_before:  # they may have added watched trials
+            states = _load_states(db, only)
     report.watched = len(states)
     stamps, missing = _list_moved(client, report, states, last_ok_started)
     to_fetch = {nct_id: stamp for nct_id, stamp in stamps.items()
@@ -362,6 +365,7 @@ def run_queries(db: Database, client: RegistryClient, report: CycleReport,
             saved = session.get(SavedQuery, query_id)
             assert saved is not None
             saved.last_success_at = started
+        report.queries_run += 1
         if renew is not None:
             renew()
     return new_matches
