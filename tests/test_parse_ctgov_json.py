@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from monitor.record import SECTIONS, ParseError, TrialRecord
+from monitor.sources.criteria import split_criteria
 from monitor.sources.ctgov_json import (
     is_full_document,
     iter_page_studies,
     parse_study,
-    split_criteria,
 )
 
 CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture

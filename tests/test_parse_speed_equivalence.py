@@ -25,12 +25,12 @@ from monitor.record import (
     identity_key,
     sha256_hex,
 )
+from monitor.sources.criteria import split_criteria
 from monitor.sources.ctgov_json import (
     MAX_DEPTH,
     _check_depth_walk,
     iter_page_studies,
     parse_study,
-    split_criteria,
 )
 
 CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from monitor.record import ParseError, TrialRecord, is_valid_nct_id
-from monitor.sources.ctgov_json import normalize_text, split_criteria
+from monitor.sources.criteria import normalize_text, split_criteria
 
 __all__ = ["parse_text_page", "split_conditions"]
 
