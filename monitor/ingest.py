@@ -87,7 +87,7 @@ def record_observation(session: Session, observation: Observation, *,
         if record.knows_less_or_equal(previous):
             return RecordOutcome(record.nct_id, latest.version, False, [])
         events = diff_records(previous, record)
-    stored = repo.add_version(
+    stored_version = repo.add_version(
         session, trial_row,
         fetched_at=observation.fetched_at, source=observation.source,
         raw_format=observation.raw_format, registry_version=observation.registry_version,
@@ -99,17 +99,17 @@ def record_observation(session: Session, observation: Observation, *,
     detected = observation.fetched_at.astimezone(UTC)
     from_version = latest.version if latest is not None else None
     stamped = [e.at(from_version=from_version if e.kind != "new_trial" else None,
-                    to_version=stored.version, detected_at=iso_utc(detected))
+                    to_version=stored_version, detected_at=iso_utc(detected))
                for e in sorted([*extra_events, *events], key=sort_key)]
     alerts = 0
     if stamped:
         rows = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
                                detected_at=detected, historical=historical, flush=False)
         if not historical:
-            alerts = enqueue_alerts(session, trial_row, stored.version,
+            alerts = enqueue_alerts(session, trial_row, stored_version,
                                     list(zip(stamped, rows, strict=True)), subscriptions,
                                     now=observation.fetched_at)
-    return RecordOutcome(record.nct_id, stored.version, True, stamped, alerts)
+    return RecordOutcome(record.nct_id, stored_version, True, stamped, alerts)
 
 
 def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
@@ -131,7 +131,8 @@ _CACHES = (_TRIALS_SEEN, _LATEST_SEEN, _HASHES_SEEN, _QUERY_NAMES)
 @event.listens_for(Session, "do_orm_execute")
 def _forget_after_bulk_writes(state: Any) -> None:
     """An INSERT/UPDATE/DELETE statement may touch anything remembered: forget it all."""
-    if state.is_insert or state.is_update or state.is_delete:
+    if (state.is_insert or state.is_update or state.is_delete) and not \
+            state.execution_options.get(_OWN_INSERT):
         for key in _CACHES:
             state.session.info.pop(key, None)
 
@@ -169,20 +170,54 @@ def has_version_with_hash(session: Session, trial_row: Trial, content_hash: str)
     return session.scalars(stmt).first() is not None
 
 
-def add_version(session: Session, trial_row: Trial, **fields: Any) -> Version:
-    """Append the next version number for the trial and make it the latest.
+def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
+    """Append the next version number for the trial and make it the latest; returns it.
 
-    Not flushed here: the next query's autoflush (or the commit) writes the row together with
-    the trial's other changes, one UPDATE of the trial per version rather than two.
+    The row is not an ORM object: it is written with the other versions added since, in one
+    INSERT (``write_pending_versions``), just before the session's next statement or its
+    commit. On SQLite the ORM inserts objects with server-generated keys one statement each
+    (it cannot tell which RETURNING row belongs to which object in a multi-row INSERT): that
+    was a third of storing a cold import. Nothing needs the row as an object; the trial's
+    ``latest_version`` moves now, and the trial's UPDATE goes with its next flush.
     """
     number = trial_row.latest_version + 1
-    row = Version(trial_id=trial_row.id, version=number, **fields)
-    session.add(row)
+    session.info.setdefault(_PENDING_VERSIONS, []).append(
+        {"trial_id": trial_row.id, "version": number, **fields})
     trial_row.latest_version = number
     known = session.info.get(_HASHES_SEEN, {}).get(trial_row.id)
     if known is not None:
-        known.add(row.content_hash)
-    return row
+        known.add(fields["content_hash"])
+    return number
+
+
+def write_pending_versions(session: Session) -> None:
+    """Write the versions ``add_version`` left pending, in one INSERT."""
+    rows = session.info.pop(_PENDING_VERSIONS, None)
+    if rows:
+        session.execute(insert(Version).execution_options(**{_OWN_INSERT: True}), rows)
+
+
+_PENDING_VERSIONS = "trialwatch.pending_versions"
+# An INSERT of pending versions changes nothing the caches remember (add_version updated
+# them already): it must not make them forget.
+_OWN_INSERT = "trialwatch_pending_versions"
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _versions_before_statement(state: Any) -> None:
+    if _PENDING_VERSIONS in state.session.info and not state.execution_options.get(_OWN_INSERT):
+        write_pending_versions(state.session)
+
+
+@event.listens_for(Session, "before_commit")
+def _versions_before_commit(session: Session) -> None:
+    write_pending_versions(session)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _versions_rolled_back(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # committed (already written) or rolled back: gone
+        session.info.pop(_PENDING_VERSIONS, None)
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
