@@ -110,8 +110,6 @@ def test_steady_cycle_within_three_times_the_floor(full_run: dict[str, Any],
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="met only narrowly on 2 vCPUs: 910-1,059 records/s across five runs, "
-                          "median 1,013 (bench/RESULTS.md)", strict=False)
 def test_cold_import_of_10k_at_1000_records_per_second(full_run: dict[str, Any]) -> None:
     run = full_run["runs"][0]
     assert run["cold"]["records_per_s"] >= 1000
@@ -119,8 +117,6 @@ def test_cold_import_of_10k_at_1000_records_per_second(full_run: dict[str, Any])
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="met only narrowly on 2 vCPUs: 910-1,059 records/s across five runs, "
-                          "median 1,013 (bench/RESULTS.md)", strict=False)
 def test_cold_import_beats_the_naive_approach(full_run: dict[str, Any]) -> None:
     run = full_run["runs"][0]
     assert run["cold"]["seconds"] * 5 < run["naive_cold"]["extrapolated_s"]
