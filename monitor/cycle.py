@@ -46,11 +46,11 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from monitor.events import ChangeEvent
@@ -216,10 +216,10 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
          last_ok_started: datetime | None, last_ok_stamp: str | None,
          clock: Callable[[], datetime]) -> None:
     report.data_timestamp = client.version().data_timestamp
-    states = _load_states(db, only)
+    watch = _watch_list(db, only)
     if (only is None and last_ok_stamp is not None and report.data_timestamp == last_ok_stamp
-            and all(s.has_version for s in states.values()) and not _has_unrun_query(db)):
-        report.watched = len(states)
+            and not watch.unfetched and not _has_unrun_query(db)):
+        report.watched = watch.size
         report.strategy = "unchanged-data"  # the registry has loaded no new data since
         return
     new_matches: dict[str, str] = {}
@@ -229,9 +229,9 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
         for nct_id, name in pending_new_matches(db).items():
             new_matches.setdefault(nct_id, name)
         if report.queries_run > queries_before:  # they may have added watched trials
-            states = _load_states(db, only)
-    report.watched = len(states)
-    stamps, missing = _list_moved(client, report, states, last_ok_started)
+            watch = _watch_list(db, only)
+    report.watched = watch.size
+    stamps, missing, states = _list_moved(db, client, report, watch, only, last_ok_started)
     to_fetch = {nct_id: stamp for nct_id, stamp in stamps.items()
                 if stamp.last_update_posted != states[nct_id].last_update
                 or not states[nct_id].has_version}
@@ -262,33 +262,65 @@ def _has_unrun_query(db: Database) -> bool:
         return any(q.last_success_at is None for q in repo.saved_queries(session))
 
 
-def _load_states(db: Database, only: Sequence[str] | None) -> dict[str, TrialState]:
+@dataclass(frozen=True)
+class WatchList:
+    """What a cycle covers, cheaply: how many trials, and which were never fetched. The
+    per-trial states are loaded only for the trials a listing names (a changed-since listing
+    names a few thousand registry-wide, not the 100,000 a large watch list may hold)."""
+
+    size: int
+    unfetched: frozenset[str]
+
+
+def _watched(stmt: Any, only: Sequence[str] | None) -> Any:
+    if only is not None:
+        return stmt.where(Trial.nct_id.in_(list(only)))
+    return stmt.where(Trial.watched.is_(True))
+
+
+def _watch_list(db: Database, only: Sequence[str] | None) -> WatchList:
     with db.transaction() as session:
-        stmt = select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version)
-        if only is not None:
-            stmt = stmt.where(Trial.nct_id.in_(list(only)))
-        else:
-            stmt = stmt.where(Trial.watched.is_(True))
+        size = session.scalar(_watched(select(func.count(Trial.id)), only)) or 0
+        unfetched = session.scalars(
+            _watched(select(Trial.nct_id), only).where(Trial.latest_version == 0))
+        return WatchList(size, frozenset(unfetched))
+
+
+def _load_states(db: Database, only: Sequence[str] | None,
+                 among: Iterable[str] | None = None) -> dict[str, TrialState]:
+    """States of the covered trials (all of them, or those ``among`` the given IDs)."""
+    stmt = _watched(select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version),
+                    only)
+    if among is None:
+        chunks = [stmt.order_by(Trial.nct_id)]
+    else:  # in NCT ID order too: the ID listing batches them in this order
+        wanted = sorted(among)
+        chunks = [stmt.where(Trial.nct_id.in_(wanted[start:start + 500]))
+                  .order_by(Trial.nct_id) for start in range(0, len(wanted), 500)]
+    with db.transaction() as session:
         return {nct_id: TrialState(nct_id, last, bool(latest))
-                for nct_id, last, latest in session.execute(stmt.order_by(Trial.nct_id))}
+                for chunk in chunks for nct_id, last, latest in session.execute(chunk)}
 
 
-def _list_moved(client: RegistryClient, report: CycleReport, states: dict[str, TrialState],
-                last_ok_started: datetime | None
-                ) -> tuple[dict[str, StudyStamp], list[str]]:
-    """Stamps of watched trials that may have moved, and IDs a full listing did not return."""
-    ids = list(states)
-    if not ids:
-        return {}, []
-    by_ids_cost = client.listing_requests(len(ids))
+def _list_moved(db: Database, client: RegistryClient, report: CycleReport, watch: WatchList,
+                only: Sequence[str] | None, last_ok_started: datetime | None
+                ) -> tuple[dict[str, StudyStamp], list[str], dict[str, TrialState]]:
+    """Stamps of covered trials that may have moved, IDs a full listing did not return, and
+    the states of the trials the stamps name."""
+    if not watch.size:
+        return {}, [], {}
+    by_ids_cost = client.listing_requests(watch.size)
     if last_ok_started is not None and by_ids_cost > 2:
         since = (last_ok_started - CHANGED_SINCE_OVERLAP).date()
         changed = client.count_changed_since(since)
         if 1 + math.ceil(changed / LISTING_PAGE) < by_ids_cost:
             report.strategy = "changed-since"
-            return _list_changed_since(client, report, states, since), []
+            listed = {stamp.nct_id: stamp for stamp in client.changed_since_stamps(since)}
+            states = _load_states(db, only, among=listed.keys() | watch.unfetched)
+            return _changed_since(listed, states), [], states
     report.strategy = "ids"
-    return list_by_ids(client, report, ids)
+    states = _load_states(db, only)
+    return (*list_by_ids(client, report, list(states)), states)
 
 
 def list_by_ids(client: RegistryClient, report: CycleReport, ids: Sequence[str]
@@ -314,12 +346,10 @@ def list_by_ids(client: RegistryClient, report: CycleReport, ids: Sequence[str]
     return stamps, missing
 
 
-def _list_changed_since(client: RegistryClient, report: CycleReport,
-                        states: dict[str, TrialState], since: date) -> dict[str, StudyStamp]:
-    stamps = {}
-    for stamp in client.changed_since_stamps(since):
-        if stamp.nct_id in states:
-            stamps[stamp.nct_id] = stamp
+def _changed_since(listed: dict[str, StudyStamp], states: dict[str, TrialState]
+                   ) -> dict[str, StudyStamp]:
+    """The covered trials' stamps from a registry-wide changed-since listing."""
+    stamps = {nct_id: listed[nct_id] for nct_id in states if nct_id in listed}
     # Trials never fetched are not "changed since": they need their first fetch anyway.
     for state in states.values():
         if not state.has_version and state.nct_id not in stamps:

@@ -134,6 +134,22 @@ def test_steady_state_cycle_for_many_trials_uses_the_cheaper_changed_since_listi
     assert report.requests <= 4  # version, count, changed-since listing, one fetch page
 
 
+def test_a_changed_since_cycle_still_fetches_a_newly_watched_trial_the_listing_omits(
+        db, registry):
+    ids = populate(registry, 2500, day="2026-10-01")
+    add_trials(db, ids[:-1])
+    t0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with client_for(registry) as client:
+        run_cycle(db, client, now=lambda: t0)
+    add_trials(db, ids[-1:])  # watched now; last updated long before the listing's window
+    registry.data_timestamp = "2026-11-21T09:00:00"
+    with client_for(registry) as client:
+        report = run_cycle(db, client, now=lambda: t0 + timedelta(days=1))
+    assert report.strategy == "changed-since"
+    assert report.watched == 2500
+    assert [(r.nct_id, r.version) for r in report.records] == [(ids[-1], 1)]
+
+
 @pytest.mark.parametrize("fault", [
     Fault.html(), Fault(truncate=True), Fault(body=b""), Fault.json({"nope": []}),
     Fault.json({"studies": [{"protocolSection": {}}]}),

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from monitor.ingest import Observation, record_observation
-from monitor.record import canonical_dumps
+from monitor.record import TrialRecord, canonical_dumps
 from monitor.sources.files import read_record_file
 from storage import repository as repo
 from storage.engine import Database, open_database
@@ -194,3 +194,54 @@ def test_checking_a_current_schema_does_not_load_alembic(tmp_path):
     checked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              timeout=60, check=True)
     assert checked.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- pending versions
+
+
+def _record(session, nct_id: str) -> int:
+    (document,) = read_record_file(fixture_path(SEED_JSON))
+    record = TrialRecord.from_canonical({**document.record.to_canonical(), "nct_id": nct_id})
+    outcome = record_observation(session, Observation(
+        record=record, raw=document.raw, raw_format=document.format, source="test"))
+    assert outcome.version is not None
+    return outcome.version
+
+
+def test_a_recorded_version_is_visible_to_a_query_in_the_same_transaction(db: Database):
+    with db.transaction() as session:
+        number = _record(session, "NCT00000001")
+        trial = repo.trial(session, "NCT00000001")
+        assert trial is not None and trial.latest_version == number == 1
+        row = repo.version(session, trial, number)
+        assert row is not None and row.canonical["nct_id"] == "NCT00000001"
+
+
+def test_a_recorded_version_is_gone_when_its_transaction_rolls_back(db: Database):
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        _record(session, "NCT00000001")
+        raise RuntimeError("something failed after recording")
+    with db.transaction() as session:
+        assert session.query(Version).count() == 0
+        assert repo.trial(session, "NCT00000001") is None
+
+
+def test_a_transactions_new_versions_are_written_with_one_insert(db: Database):
+    from sqlalchemy import event
+
+    inserts: list[tuple[str, bool]] = []
+
+    def count(_conn, _cursor, statement, _params, _context, executemany):
+        if statement.startswith("INSERT INTO versions"):
+            inserts.append((statement, executemany))
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.transaction() as session:
+            for number in range(1, 6):
+                _record(session, f"NCT0000000{number}")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(inserts) == 1 and inserts[0][1] is True
+    with db.transaction() as session:
+        assert session.query(Version).count() == 5
