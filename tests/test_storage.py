@@ -226,7 +226,7 @@ def test_a_recorded_version_is_gone_when_its_transaction_rolls_back(db: Database
         assert repo.trial(session, "NCT00000001") is None
 
 
-def test_a_transactions_new_versions_are_written_with_one_insert(db: Database):
+def test_a_pages_new_versions_are_written_with_one_insert(db: Database):
     from sqlalchemy import event
 
     inserts: list[tuple[str, bool]] = []
@@ -237,9 +237,14 @@ def test_a_transactions_new_versions_are_written_with_one_insert(db: Database):
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
+        ids = [f"NCT0000000{number}" for number in range(1, 6)]
         with db.transaction() as session:
-            for number in range(1, 6):
-                _record(session, f"NCT0000000{number}")
+            for nct_id in ids:
+                repo.get_or_create_trial(session, nct_id, datetime.now(UTC))
+        with db.transaction() as session:
+            repo.trials_by_nct_id(session, ids)  # as a cycle loads its page's trials
+            for nct_id in ids:
+                _record(session, nct_id)
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert len(inserts) == 1 and inserts[0][1] is True
