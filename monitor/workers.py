@@ -24,7 +24,6 @@ single-process cycle uses, called with a ``LeaseGuard`` so only leased trials ar
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -228,12 +227,8 @@ class _RoundWorker:
         listing request carries (``lease_batch`` stays the upper bound)."""
         if strategy == "changed-since":
             return min(self.batch, FETCH_PAGE)
-        return min(self.batch, self._ids_per_listing_request())
+        return min(self.batch, self.client.ids_per_listing_request())
 
-    def _ids_per_listing_request(self) -> int:
-        """The largest count of ids the client lists in one request (its URL limit)."""
-        counts = range(1, LISTING_PAGE + 1)
-        return max(1, bisect.bisect_right(counts, 1, key=self.client.listing_requests))
 
     def _lease(self, plan: Plan, batch: int) -> list[leases.LeasedTrial]:
         with self.db.transaction() as session:

@@ -209,3 +209,12 @@ def test_a_parser_bug_on_one_document_fails_that_document_not_its_page(monkeypat
     first, second = prepare_studies([good, odd])
     assert first.record is not None and first.record.nct_id == nct(1)
     assert second.record is None and "unexpected parser error" in (second.error or "")
+
+
+def test_a_clone_keeps_settings_changed_after_construction(registry):
+    with RegistryClient(registry.base_url, requests_per_second=12.5, max_retries=1) as client:
+        client.max_url_length = 2000
+        with client.clone() as twin:
+            assert twin.ids_per_listing_request() == client.ids_per_listing_request() < 600
+            assert (twin.requests_per_second, twin.max_retries) == (12.5, 1)
+            assert twin.listing_requests(1000) == client.listing_requests(1000)

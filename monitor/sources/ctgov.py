@@ -174,12 +174,10 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._settings: dict[str, Any] = dict(
-            requests_per_second=requests_per_second, timeout=timeout, max_retries=max_retries,
-            backoff=backoff, transport=transport, user_agent=user_agent,
-            max_url_length=max_url_length, sleep=sleep, clock=clock)
+        # What ``clone()`` needs and no attribute below keeps.
+        self._connection: dict[str, Any] = dict(
+            timeout=timeout, transport=transport, user_agent=user_agent, clock=clock)
         self.base_url = base_url.rstrip("/")
-        self.requests_per_second = requests_per_second
         self.max_retries = max(0, max_retries)
         self.backoff = backoff
         self.max_url_length = max_url_length
@@ -205,15 +203,23 @@ class RegistryClient:
         self._http.close()
 
     @property
+    def requests_per_second(self) -> float:
+        """The client-side rate limit (0 or less: none)."""
+        return self._limiter.rate
+
+    @property
     def has_custom_transport(self) -> bool:
-        return self._settings["transport"] is not None
+        return self._connection["transport"] is not None
 
     def clone(self) -> RegistryClient:
         """A client with the same settings and its own connection pool, whose rate limit
         continues from this one's (see ``note_requests_elsewhere`` for the way back). For a
         forked worker process: the default transport is safe to clone, a custom one is shared.
         """
-        twin = RegistryClient(self.base_url, **self._settings)
+        twin = RegistryClient(
+            self.base_url, requests_per_second=self.requests_per_second,
+            max_retries=self.max_retries, backoff=self.backoff,
+            max_url_length=self.max_url_length, sleep=self._sleep, **self._connection)
         twin._limiter = self._limiter.copy()
         return twin
 
@@ -292,8 +298,11 @@ class RegistryClient:
 
     def listing_requests(self, count: int, *, page_size: int = MAX_PAGE_SIZE) -> int:
         """How many requests ``iter_stamps`` needs for ``count`` distinct ids (one page each)."""
-        per_request = self._ids_per_request(_page_size(page_size), STAMP_FIELDS)
-        return -(-count // per_request)
+        return -(-count // self.ids_per_listing_request(page_size=page_size))
+
+    def ids_per_listing_request(self, *, page_size: int = MAX_PAGE_SIZE) -> int:
+        """How many ids one ``iter_stamps`` request carries (its page, its URL limit)."""
+        return self._ids_per_request(_page_size(page_size), STAMP_FIELDS)
 
     def get_study(self, nct_id: str) -> FetchedStudy:
         """One full study. An alias id is followed (once) to the current record."""
