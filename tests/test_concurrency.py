@@ -85,6 +85,14 @@ def assert_one_line_error(stderr: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("trialwatch: error: "), stderr
 
 
+def assert_refused_as_busy(exit_code: int, stderr: str, db_path: Path) -> None:
+    """Exit 2, one error line saying the database is busy, and nothing half-written."""
+    assert exit_code == 2, stderr
+    assert_one_line_error(stderr)
+    assert "database is busy" in stderr
+    assert_intact(db_path)
+
+
 @pytest.fixture
 def registry() -> Iterator[FakeRegistry]:
     with FakeRegistry() as fake:
@@ -152,10 +160,7 @@ def test_a_lock_held_past_the_busy_timeout_is_a_one_line_busy_error(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert result.exit_code == 2, result.output
-    assert_one_line_error(result.stderr)
-    assert "database is busy" in result.stderr
-    assert_intact(db_path)
+    assert_refused_as_busy(result.exit_code, result.stderr, db_path)
 
 
 @pytest.mark.slow
@@ -168,10 +173,7 @@ def test_the_real_busy_timeout_then_one_line_error_from_the_installed_command(
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr)
-    assert "database is busy" in result.stderr
-    assert_intact(db_path)
+    assert_refused_as_busy(result.returncode, result.stderr, db_path)
 
 
 def test_four_ingests_of_one_folder_at_once_all_succeed_and_store_each_version_once(
@@ -251,10 +253,7 @@ def test_a_lock_taken_in_the_middle_of_an_ingest_stops_it_cleanly_and_a_rerun_fi
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert result.exit_code == 2, result.output
-    assert_one_line_error(result.stderr)
-    assert "database is busy" in result.stderr
-    assert_intact(db_path)
+    assert_refused_as_busy(result.exit_code, result.stderr, db_path)
     monkeypatch.setattr(files, "read_record_file", read)
     again = CliRunner().invoke(cli, ["--config", config, "ingest", "--no-notify",
                                      str(workspace / "records")], env=env())
