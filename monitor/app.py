@@ -45,13 +45,31 @@ class App:
             structlog.get_logger("trialwatch").warning("config.warning", message=warning)
         return config
 
+    @cached_property
+    def database_url(self) -> str:
+        """``--db``, else ``TRIALWATCH_DB``, else the file's ``database.url`` or the default.
+
+        The first two need no configuration file: a command that only reads the database
+        (``diff``, ``history``) neither validates ``trialwatch.toml`` nor imports pydantic.
+        """
+        from monitor.database_url import normalize_database_url, overriding_database_url
+
+        override = overriding_database_url(self.db_url, self.env)
+        if override is None:
+            return self.config.database.url
+        origin, value = override
+        try:
+            return normalize_database_url(value)
+        except ValueError as exc:
+            raise CommandError(f"{origin}: database.url: {exc}") from None
+
     def database(self, *, create_if_empty: bool = True, check_schema: bool = True) -> Database:
         """Open the configured database; migrate it if new, refuse it if outdated."""
         if self._database is None:
             from storage.engine import DatabaseError, open_database
             from storage.schema import SchemaOutdated, ensure_schema
 
-            url = self.config.database.url
+            url = self.database_url
             try:
                 db = open_database(url)
                 if check_schema:

@@ -54,10 +54,10 @@ from monitor.config_values import (
     LogLevel,
     NctId,
     NonEmptyStr,
-    default_database_url,
     format_key,
     invalid,
 )
+from monitor.database_url import default_database_url, overriding_database_url
 from monitor.durations import CronSchedule, parse_cron
 from monitor.events import DEFAULT_NOTIFY_KINDS as DEFAULT_KINDS
 from monitor.events import KINDS as EVENT_KINDS
@@ -389,9 +389,9 @@ def parse_config(
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError.from_validation_error(exc, source=source, model=Config) from None
+    db_origin, db_url = overriding_database_url(cli_db, env) or ("--db", None)
     overrides = (
-        ("database", "url", "--db", cli_db),
-        ("database", "url", "TRIALWATCH_DB", None if cli_db else env.get("TRIALWATCH_DB")),
+        ("database", "url", db_origin, db_url),
         ("ctgov", "base_url", "TRIALWATCH_CTGOV_URL", env.get("TRIALWATCH_CTGOV_URL")),
         ("ctgov", "history_url", "TRIALWATCH_CTGOV_HISTORY_URL",
          env.get("TRIALWATCH_CTGOV_HISTORY_URL")),

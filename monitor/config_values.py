@@ -13,17 +13,15 @@ bare path becomes an absolute SQLite URL), ``LogLevel``, ``NonEmptyStr``.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Iterable
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, NoReturn, get_args
 
-import platformdirs
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
 
+from monitor.database_url import normalize_database_url
 from monitor.durations import format_duration, parse_duration
 from monitor.record import NCT_ID_RE
 
@@ -168,20 +166,14 @@ def _http_url(value: object) -> object:
     return value
 
 
-def default_database_url() -> str:
-    """SQLite file ``trialwatch.db`` in the user data dir, e.g. ``sqlite:////home/u/.../x.db``."""
-    return f"sqlite:///{Path(platformdirs.user_data_dir('trialwatch')) / 'trialwatch.db'}"
-
-
 def _database_url(value: object) -> object:
     """A URL passes; a bare file path (``--db ./x.db``) becomes an absolute SQLite URL."""
     if not isinstance(value, str):
         return value
-    if not value.strip():
-        invalid("database URL is empty")
-    if "://" in value:
-        return value
-    return f"sqlite:///{os.path.abspath(os.path.expanduser(value))}"
+    try:
+        return normalize_database_url(value)
+    except ValueError as exc:
+        invalid(str(exc))
 
 
 def _log_level(value: object) -> object:

@@ -253,3 +253,21 @@ def test_database_password_is_not_shown_in_errors(home: Path) -> None:
     assert done.returncode == 2
     assert_one_line_error(done.stderr, "database")
     assert "s3cr3t-pw" not in done.stderr
+
+
+def test_empty_db_option_is_one_line_error_naming_the_option(home: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", " ", "list"], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert_one_line_error(result.stderr, "--db", "database URL is empty")
+
+
+def test_reading_a_database_named_by_db_does_not_need_a_valid_configuration_file(
+        home: Path) -> None:
+    assert run(home, "ingest", str(SEED_PAGE)).returncode == 0
+    (home / "trialwatch.toml").write_text('[schedule]\ninterval = "often"\n')
+    done = run(home, "history", "NCT07328581", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [v["version"] for v in orjson.loads(done.stdout)["versions"]] == [1]
+    refused = run(home, "check")
+    assert refused.returncode == 2
+    assert_one_line_error(refused.stderr, "trialwatch.toml", "schedule.interval")
