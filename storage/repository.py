@@ -12,8 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event, func, insert, inspect, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
@@ -59,14 +57,23 @@ def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
     ``ON CONFLICT DO NOTHING``, then the row is read back."""
     found = trial(session, nct_id)
     if found is None:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        session.execute(insert(Trial).values(
+        session.execute(_upsert_insert(session)(Trial).values(
             nct_id=nct_id, first_seen_at=now, latest_version=0, watched=False,
         ).on_conflict_do_nothing(index_elements=[Trial.nct_id]))
         found = session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one()
         _seen(session)[nct_id] = found
     return found
+
+
+def _upsert_insert(session: Session) -> Any:
+    """The dialect's ``insert`` with ``on_conflict_do_nothing`` (imported for the one in use)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def trials(session: Session, *, watched_only: bool = False) -> Sequence[Trial]:
