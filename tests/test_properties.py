@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.diff import diff_records
+from monitor.diff import _deepdiff_change_parts, diff_records, item_change_parts
 from monitor.events import ChangeEvent
 from monitor.record import LIST_IDENTITY, ParseError, TrialRecord, is_valid_nct_id
 from monitor.sources.ctgov_json import parse_study
@@ -575,3 +575,26 @@ def test_bookkeeping_dates_alone_never_make_an_event(
     sections.setdefault("status", {})["status_verified_date"] = "2030-12"
     assume(a.content_hash != TrialRecord.build(nct_id, sections).content_hash)
     assert diff_records(a, TrialRecord.build(nct_id, sections)) == []
+
+
+PLAIN_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-5, 5),
+                         st.text(max_size=8))
+ITEM_KEYS = st.sampled_from(["facility", "city", "status", "zip", "time_frame", "count"])
+NESTED_VALUES = st.one_of(PLAIN_VALUES, st.lists(PLAIN_VALUES, max_size=3),
+                          st.dictionaries(ITEM_KEYS, PLAIN_VALUES, max_size=3))
+
+
+@PROFILE
+@given(st.dictionaries(ITEM_KEYS, PLAIN_VALUES),
+       st.dictionaries(ITEM_KEYS, PLAIN_VALUES))
+def test_a_changed_item_of_plain_values_is_spelled_out_as_deepdiff_would(
+        old: dict[str, Any], new: dict[str, Any]) -> None:
+    assert item_change_parts(old, new) == _deepdiff_change_parts(old, new)
+
+
+@PROFILE
+@given(st.dictionaries(ITEM_KEYS, NESTED_VALUES),
+       st.dictionaries(ITEM_KEYS, NESTED_VALUES))
+def test_a_changed_item_with_nested_values_is_spelled_out_as_deepdiff_would(
+        old: dict[str, Any], new: dict[str, Any]) -> None:
+    assert item_change_parts(old, new) == _deepdiff_change_parts(old, new)
