@@ -223,7 +223,7 @@ class SyntheticRegistry(FakeRegistry):
 
 class _LazyPage(Sequence[dict[str, Any]]):
     """What ``_select`` returns: the matching ids; documents are built only for the page
-    the listing slices out (a count request builds one)."""
+    the listing slices out."""
 
     def __init__(self, ids: list[str], build: Callable[[str], dict[str, Any]]) -> None:
         self.ids, self.build = ids, build

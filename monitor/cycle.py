@@ -77,7 +77,6 @@ from storage.models import Cycle, QueryMatch, SavedQuery, Trial
 
 log = structlog.get_logger(__name__)
 
-LISTING_PAGE = 1000
 FETCH_PAGE = 100
 # How far before the last successful cycle "changed since" asks (the registry posts dates,
 # not times, and a day's load may land after our cycle): a safety overlap.
@@ -312,10 +311,10 @@ def _list_moved(db: Database, client: RegistryClient, report: CycleReport, watch
     by_ids_cost = client.listing_requests(watch.size)
     if last_ok_started is not None and by_ids_cost > 2:
         since = (last_ok_started - CHANGED_SINCE_OVERLAP).date()
-        changed = client.count_changed_since(since)
-        if 1 + math.ceil(changed / LISTING_PAGE) < by_ids_cost:
+        changes = client.changed_since(since)  # its first page tells what the rest costs
+        if changes.requests - 1 <= by_ids_cost:
             report.strategy = "changed-since"
-            listed = {stamp.nct_id: stamp for stamp in client.changed_since_stamps(since)}
+            listed = {stamp.nct_id: stamp for stamp in changes}
             states = _load_states(db, only, among=listed.keys() | watch.unfetched)
             return _changed_since(listed, states), [], states
     report.strategy = "ids"

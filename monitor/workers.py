@@ -24,7 +24,6 @@ single-process cycle uses, called with a ``LeaseGuard`` so only leased trials ar
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from sqlalchemy.orm import Session
 from monitor.cycle import (
     CHANGED_SINCE_OVERLAP,
     FETCH_PAGE,
-    LISTING_PAGE,
     CycleReport,
     LeaseGuard,
     confirm_missing,
@@ -175,15 +173,15 @@ class _RoundWorker:
             return "ids", None
         since = (last_ok - CHANGED_SINCE_OVERLAP).date()
         try:
-            changed = self.client.count_changed_since(since)
-            if 1 + math.ceil(changed / LISTING_PAGE) >= by_ids_cost:
+            changes = self.client.changed_since(since)  # its first page tells the cost
+            if changes.requests - 1 > by_ids_cost:
                 return "ids", None
             with self.db.transaction() as session:
                 # every known trial, not only the watched ones: one watched during the round
                 # is judged by this listing too (``leases.stamp_unmoved``)
                 known = leases.known_ids(session)
             stamps = {s.nct_id: s.last_update_posted
-                      for s in self.client.changed_since_stamps(since) if s.nct_id in known}
+                      for s in changes if s.nct_id in known}
         except RegistryError as exc:  # the per-batch listing still works: fall back to it
             log.warning("cycle.changed_since_unavailable", reason=str(exc))
             return "ids", None

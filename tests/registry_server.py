@@ -254,7 +254,9 @@ class FakeRegistry:
                 return _text(400, f"Unsupported filter.advanced: {params['filter.advanced']}")
             since = "0000" if match.group(1) == "MIN" else match.group(1)
             until = "9999" if match.group(2) == "MAX" else match.group(2)
-        query = tuple(sorted((k, v) for k, v in params.items() if k != "pageToken"))
+        # a later page may change only these (the API's own rule for pageToken)
+        query = tuple(sorted((k, v) for k, v in params.items()
+                             if k not in ("pageToken", "countTotal", "pageSize")))
         offset = 0
         if "pageToken" in params:
             with self._lock:

@@ -161,10 +161,9 @@ def test_page_size_is_sent_on_every_listing_request(registry, client):
     list(client.iter_stamps([nct(1)]))
     list(client.iter_studies([nct(1)]))
     list(client.search_stamps("car-t"))
-    list(client.changed_since_stamps(date(2026, 11, 20)))
-    client.count_changed_since(date(2026, 11, 20))
+    list(client.changed_since(date(2026, 11, 20)))
     listing = registry.requests_to("/studies")
-    assert len(listing) == 5
+    assert len(listing) == 4
     assert all("pageSize" in r.params and r.params["format"] == "json" for r in listing)
 
 
@@ -215,15 +214,39 @@ def test_search_sends_term_condition_and_updated_since(registry, client):
     assert params["filter.advanced"] == "AREA[LastUpdatePostDate]RANGE[2026-11-20,MAX]"
 
 
-def test_changed_since_lists_and_counts_registry_wide_changes(registry, client):
+def test_changed_since_counts_on_its_first_page_and_lists_registry_wide_changes(
+        registry, client):
     for n, posted in ((1, "2026-11-19"), (2, "2026-11-20"), (3, "2026-11-25")):
         add(registry, n, posted)
-    since = date(2026, 11, 20)
 
-    assert client.count_changed_since(since) == 2
-    count_request = registry.requests[0].params
-    assert count_request["countTotal"] == "true" and count_request["pageSize"] == "1"
-    assert [s.nct_id for s in client.changed_since_stamps(since)] == [nct(2), nct(3)]
+    changes = client.changed_since(date(2026, 11, 20))
+
+    assert (changes.total, changes.requests) == (2, 1)
+    first = registry.requests[0].params
+    assert first["countTotal"] == "true" and first["pageSize"] == "1000"
+    assert first["filter.advanced"] == "AREA[LastUpdatePostDate]RANGE[2026-11-20,MAX]"
+    assert [s.nct_id for s in changes] == [nct(2), nct(3)]
+    assert client.requests_made == 1  # the first page served the count and the stamps
+
+
+def test_changed_since_asks_later_pages_without_counting_again(registry, client):
+    for n in range(1, 6):
+        add(registry, n, "2026-11-21")
+
+    changes = client.changed_since(date(2026, 11, 20), page_size=2)
+
+    assert (changes.total, changes.requests) == (5, 3)
+    assert client.requests_made == 1
+    assert [s.nct_id for s in changes] == [nct(n) for n in range(1, 6)]
+    later = registry.requests_to("/studies")[1:]
+    assert len(later) == 2
+    assert all("countTotal" not in r.params and "pageToken" in r.params for r in later)
+
+
+def test_changed_since_without_a_valid_total_is_a_bad_answer(registry, client):
+    registry.fail_next(Fault.json({"studies": []}))
+    with pytest.raises(BadRegistryResponse, match="totalCount"):
+        client.changed_since(date(2026, 11, 20))
 
 
 def test_version_reports_api_version_and_data_timestamp(client):

@@ -11,7 +11,8 @@ One class, ``RegistryClient``, with typed results and its own exception tree::
 Listing asks for ``fields=NCTId,NCTIdAlias,LastUpdatePostDate`` with ``filter.ids``; each
 request carries at most ``page_size`` ids *and* keeps its URL under ``max_url_length``
 characters (an NCT id costs 12 characters, so ~600 ids fit in 7,500). ``listing_requests()``
-tells a caller how many requests a listing costs, to compare with ``count_changed_since()``.
+tells a caller how many requests a listing costs, to compare with what ``changed_since()``
+(the registry-wide listing of updates, its first page already in hand) says it costs.
 
 Errors (all ``RegistryError``, each with ``.url`` and a one-line ``.reason``):
 
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "BadRegistryResponse",
+    "ChangedSinceListing",
     "FetchedStudy",
     "RegistryBlocked",
     "RegistryClient",
@@ -155,6 +157,23 @@ class FetchedStudy:
     nct_id: str
     document: dict[str, Any]
     alias_of: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangedSinceListing:
+    """The registry-wide listing of studies updated since a date, its first page fetched.
+
+    That page was asked with ``countTotal=true``: ``total`` and ``requests`` (the whole
+    listing's, that first one included) say what the rest costs before it is paid for.
+    Iterate for every stamp; the later pages are requested as they are reached.
+    """
+
+    total: int
+    requests: int
+    stamps: Iterator[StudyStamp]
+
+    def __iter__(self) -> Iterator[StudyStamp]:
+        return self.stamps
 
 
 class RegistryClient:
@@ -276,25 +295,24 @@ class RegistryClient:
             params["filter.advanced"] = _updated_since(updated_since)
         return (_stamp(study, url) for study, url in self._iter_pages(params))
 
-    def changed_since_stamps(
+    def changed_since(
         self, since: date, *, page_size: int = MAX_PAGE_SIZE
-    ) -> Iterator[StudyStamp]:
-        """Stamps of every study in the registry whose last update was posted on/after ``since``."""
-        return self.search_stamps(updated_since=since, page_size=page_size)
+    ) -> ChangedSinceListing:
+        """Every study in the registry whose last update was posted on/after ``since``.
 
-    def count_changed_since(self, since: date) -> int:
-        """How many studies changed on/after ``since`` (one request, ``countTotal=true``)."""
-        params = {
-            "fields": "NCTId",
-            "pageSize": "1",
-            "countTotal": "true",
-            "filter.advanced": _updated_since(since),
-        }
-        url, body = self._get_page(params)
+        One request now: the first page, with ``countTotal=true`` (the API allows it on the
+        first page only); the rest as the listing is iterated.
+        """
+        page_size = _page_size(page_size)
+        params = {"fields": STAMP_FIELDS, "pageSize": str(page_size),
+                  "filter.advanced": _updated_since(since)}
+        url, body = self._get_page({**params, "countTotal": "true"})
         total = body.get("totalCount")
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
             raise BadRegistryResponse("page without a valid totalCount", url=url)
-        return total
+        pages = self._iter_pages(params, first=(url, body))
+        return ChangedSinceListing(total, max(1, -(-total // page_size)),
+                                   (_stamp(study, url) for study, url in pages))
 
     def listing_requests(self, count: int, *, page_size: int = MAX_PAGE_SIZE) -> int:
         """How many requests ``iter_stamps`` needs for ``count`` distinct ids (one page each)."""
@@ -377,15 +395,21 @@ class RegistryClient:
             raise ValueError(f"max_url_length {self.max_url_length} leaves no room for ids")
         return max(1, min(page_size, (room + 1) // 12))  # "NCT01234567" + ","
 
-    def _iter_pages(self, params: Mapping[str, str]) -> Iterator[tuple[dict[str, Any], str]]:
-        """Every study of a listing, following nextPageToken; stops on an empty page."""
+    def _iter_pages(self, params: Mapping[str, str],
+                    first: tuple[str, dict[str, Any]] | None = None
+                    ) -> Iterator[tuple[dict[str, Any], str]]:
+        """Every study of a listing, following nextPageToken; stops on an empty page.
+        ``first``: the listing's first page (url, body), already fetched."""
         token: str | None = None
         tokens: set[str] = set()
         while True:
             page_params = dict(params)
             if token is not None:
                 page_params["pageToken"] = token
-            url, body = self._get_page(page_params)
+            if first is not None:
+                (url, body), first = first, None
+            else:
+                url, body = self._get_page(page_params)
             studies = body["studies"]
             for study in studies:
                 yield study, url
