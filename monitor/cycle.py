@@ -293,9 +293,8 @@ def _load_states(db: Database, only: Sequence[str] | None,
     if among is None:
         chunks = [stmt.order_by(Trial.nct_id)]
     else:  # in NCT ID order too: the ID listing batches them in this order
-        wanted = sorted(among)
-        chunks = [stmt.where(Trial.nct_id.in_(wanted[start:start + 500]))
-                  .order_by(Trial.nct_id) for start in range(0, len(wanted), 500)]
+        chunks = [stmt.where(Trial.nct_id.in_(chunk)).order_by(Trial.nct_id)
+                  for chunk in repo.in_chunks(sorted(among))]
     with db.transaction() as session:
         return {nct_id: TrialState(nct_id, last, bool(latest))
                 for chunk in chunks for nct_id, last, latest in session.execute(chunk)}

@@ -7,9 +7,9 @@ and their outbox rows are committed together or not at all.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, defer
@@ -40,14 +40,24 @@ def trial(session: Session, nct_id: str) -> Trial | None:
     return session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one_or_none()
 
 
+# Values per "IN (...)" list: far below SQLite's and PostgreSQL's parameter limits.
+IN_CHUNK = 500
+T = TypeVar("T")
+
+
+def in_chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``values`` in slices of ``IN_CHUNK``, one ``IN (...)`` list each."""
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start:start + IN_CHUNK]
+
+
 def trials_by_nct_id(session: Session, nct_ids: Iterable[str]) -> dict[str, Trial]:
-    """The trials among ``nct_ids`` that exist, in one query per 500 (``trial`` then
-    answers for them without a query)."""
-    wanted = list(nct_ids)
+    """The trials among ``nct_ids`` that exist, in one query per ``IN_CHUNK`` (``trial``
+    then answers for them without a query)."""
     found: dict[str, Trial] = {}
-    for start in range(0, len(wanted), 500):
-        stmt = select(Trial).where(Trial.nct_id.in_(wanted[start:start + 500]))
-        found.update((t.nct_id, t) for t in session.scalars(stmt))
+    for chunk in in_chunks(list(nct_ids)):
+        found.update((t.nct_id, t) for t in session.scalars(
+            select(Trial).where(Trial.nct_id.in_(chunk))))
     return found
 
 
@@ -113,8 +123,7 @@ def prefetch_latest_versions(session: Session, trial_rows: Iterable[Trial]) -> N
     ids = [t.id for t in trial_rows if t.latest_version]
     seen: dict[tuple[int, int], Version] = session.info.setdefault(_LATEST_SEEN, {})
     hashes: dict[int, set[str]] = session.info.setdefault(_HASHES_SEEN, {})
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for chunk in in_chunks(ids):
         stmt = (select(Version)
                 .join(Trial, (Trial.id == Version.trial_id)
                       & (Trial.latest_version == Version.version))
@@ -293,11 +302,10 @@ def query_names_of(session: Session, trial_row: Trial) -> set[str]:
     names: dict[int, set[str]] | None = session.info.get(_QUERY_NAMES)
     if names is None and not _touches_queries(session):
         names = {t.id: set() for t in _seen(session).values() if t.id is not None}
-        ids = list(names)
-        for start in range(0, len(ids), 500):
+        for chunk in in_chunks(list(names)):
             stmt = (select(QueryMatch.trial_id, SavedQuery.name)
                     .join(SavedQuery, QueryMatch.query_id == SavedQuery.id)
-                    .where(QueryMatch.trial_id.in_(ids[start:start + 500])))
+                    .where(QueryMatch.trial_id.in_(chunk)))
             for trial_id, name in session.execute(stmt):
                 names[trial_id].add(name)
         session.info[_QUERY_NAMES] = names
