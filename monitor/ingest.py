@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from monitor.diff import diff_records
 from monitor.events import ChangeEvent, sort_key
 from monitor.record import SECTIONS, TrialRecord
+from storage import deferred
 from storage import repository as repo
 from storage.models import Trial, Version
 from storage.raw_codec import compress_raw
@@ -134,15 +134,12 @@ def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,
                 if all(row is not other for other in rows):
                     rows.append(row)
     if chosen:
-        session.info.setdefault(_PENDING_ALERTS, []).append(
-            _PendingAlerts(trial_row, version_number, chosen, now))
+        deferred.add(session, _insert_alerts,
+                     _PendingAlerts(trial_row, version_number, chosen, now))
     return len(chosen)
 
 
-_PENDING_ALERTS = "trialwatch.pending_alerts"
-
-
-@dataclass
+@dataclass(frozen=True)
 class _PendingAlerts:
     """One recorded version's outbox rows to write, once its events have ids."""
 
@@ -150,54 +147,16 @@ class _PendingAlerts:
     version_number: int
     chosen: dict[str, list[Any]]  # channel -> its Event rows
     now: datetime
-    written: list[Any] = field(default_factory=list)  # the OutboxEntry rows, once written
-
-    def events_kept(self, session: Session) -> bool:
-        return all(row in session for rows in self.chosen.values() for row in rows)
 
 
-def write_pending_alerts(session: Session) -> None:
-    """Write the outbox rows ``enqueue_alerts`` left pending (flushing their events first)."""
-    todo = [p for p in session.info.get(_PENDING_ALERTS, ()) if not p.written]
-    if not todo:
-        return
+def _insert_alerts(session: Session, todo: list[_PendingAlerts]) -> None:
+    """The outbox rows ``enqueue_alerts`` queued (their events flushed first, for their ids)."""
     session.flush()
     for pending in todo:
-        pending.written = [
+        for channel, rows in sorted(pending.chosen.items()):
             repo.enqueue_alert(session, channel=channel, trial_row=pending.trial_row,
                                version_number=pending.version_number,
                                event_ids=sorted(row.id for row in rows), now=pending.now)
-            for channel, rows in sorted(pending.chosen.items())]
-
-
-@sa_event.listens_for(Session, "before_commit")
-def _alerts_before_commit(session: Session) -> None:
-    write_pending_alerts(session)
-
-
-@sa_event.listens_for(Session, "do_orm_execute")
-def _alerts_before_query(state: Any) -> None:
-    if _PENDING_ALERTS in state.session.info:
-        write_pending_alerts(state.session)
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _alerts_rolled_back(session: Session, _transaction: Any) -> None:
-    """A rollback took away the alerts of the events it took away (all of them, unless only a
-    savepoint was rolled back); rows written inside a rolled-back savepoint for events from
-    before it are written again."""
-    pending = [p for p in session.info.pop(_PENDING_ALERTS, ()) if p.events_kept(session)]
-    for entry in pending:
-        if not all(row in session for row in entry.written):
-            entry.written = []
-    if pending:
-        session.info[_PENDING_ALERTS] = pending
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _alerts_done(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:
-        session.info.pop(_PENDING_ALERTS, None)
 
 
 def record_removal(session: Session, trial_row: Trial, *, now: datetime,

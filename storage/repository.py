@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, defer
 
+from storage import deferred
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
 
 # Trials this session has loaded or created, by NCT ID (in ``session.info``): a cycle loads
@@ -190,15 +191,16 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
     """Append the next version number for the trial and make it the latest; returns it.
 
     The row is not an ORM object: it is written with the other versions added since, in one
-    INSERT (``write_pending_versions``), just before the session's next statement or its
-    commit. On SQLite the ORM inserts objects with server-generated keys one statement each
-    (it cannot tell which RETURNING row belongs to which object in a multi-row INSERT): that
-    was a third of storing a cold import. Nothing needs the row as an object; the trial's
-    ``latest_version`` moves now, and the trial's UPDATE goes with its next flush.
+    INSERT (``storage.deferred``), just before the session's next statement or its
+    commit. On SQLite the ORM inserts objects with server-generated
+    keys one statement each (it cannot tell which RETURNING row belongs to which object in a
+    multi-row INSERT): that was a third of storing a cold import. Nothing needs the row as
+    an object; the trial's ``latest_version`` moves now, and its UPDATE goes with its next
+    flush.
     """
     number = trial_row.latest_version + 1
-    session.info.setdefault(_PENDING_VERSIONS, []).append(
-        {"trial_id": trial_row.id, "version": number, **fields})
+    deferred.add(session, _insert_versions, {"trial_id": trial_row.id, "version": number,
+                                             **fields})
     trial_row.latest_version = number
     known = session.info.get(_HASHES_SEEN, {}).get(trial_row.id)
     if known is not None:
@@ -206,34 +208,14 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
     return number
 
 
-def write_pending_versions(session: Session) -> None:
-    """Write the versions ``add_version`` left pending, in one INSERT."""
-    rows = session.info.pop(_PENDING_VERSIONS, None)
-    if rows:
-        session.execute(insert(Version).execution_options(**{_OWN_INSERT: True}), rows)
+def _insert_versions(session: Session, rows: list[dict[str, Any]]) -> None:
+    """The versions ``add_version`` queued, in one INSERT."""
+    session.execute(insert(Version).execution_options(**{_OWN_INSERT: True}), rows)
 
 
-_PENDING_VERSIONS = "trialwatch.pending_versions"
-# An INSERT of pending versions changes nothing the caches remember (add_version updated
+# An INSERT of queued versions changes nothing the caches remember (add_version updated
 # them already): it must not make them forget.
-_OWN_INSERT = "trialwatch_pending_versions"
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _versions_before_statement(state: Any) -> None:
-    if _PENDING_VERSIONS in state.session.info and not state.execution_options.get(_OWN_INSERT):
-        write_pending_versions(state.session)
-
-
-@event.listens_for(Session, "before_commit")
-def _versions_before_commit(session: Session) -> None:
-    write_pending_versions(session)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _versions_rolled_back(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # committed (already written) or rolled back: gone
-        session.info.pop(_PENDING_VERSIONS, None)
+_OWN_INSERT = "trialwatch_queued_versions"
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
