@@ -290,14 +290,12 @@ def _load_states(db: Database, only: Sequence[str] | None,
     """States of the covered trials (all of them, or those ``among`` the given IDs)."""
     stmt = _watched(select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version),
                     only)
-    if among is None:
-        chunks = [stmt.order_by(Trial.nct_id)]
-    else:  # in NCT ID order too: the ID listing batches them in this order
-        chunks = [stmt.where(Trial.nct_id.in_(chunk)).order_by(Trial.nct_id)
-                  for chunk in repo.in_chunks(sorted(among))]
     with db.transaction() as session:
+        if among is not None:
+            stmt = stmt.where(repo.among(session, Trial.nct_id, among))
+        # in NCT ID order: the ID listing batches them in this order
         return {nct_id: TrialState(nct_id, last, bool(latest))
-                for chunk in chunks for nct_id, last, latest in session.execute(chunk)}
+                for nct_id, last, latest in session.execute(stmt.order_by(Trial.nct_id))}
 
 
 def _list_moved(db: Database, client: RegistryClient, report: CycleReport, watch: WatchList,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, any_, func, literal, not_, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, not_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from storage import repository as repo
 from storage.models import CycleRound, SavedQuery, Trial
 
 # pg_advisory_xact_lock key serializing "find or open the round" (any constant will do).
@@ -264,9 +264,9 @@ def mark_checked(session: Session, round_id: int, owner: str, nct_ids: Sequence[
     """The trials are done for the round: stamp it and drop the lease (only ours)."""
     # One array parameter for a whole batch (~600 ids): an IN list binds each id separately,
     # which cost more than the UPDATE itself.
-    among = Trial.nct_id == any_(literal(list(nct_ids), ARRAY(String)))
     result = session.execute(
-        update(Trial).where(among, Trial.lease_owner == owner)
+        update(Trial).where(repo.among(session, Trial.nct_id, nct_ids),
+                            Trial.lease_owner == owner)
         .values(checked_round=round_id, lease_owner=None, lease_until=None)
         .execution_options(synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -7,12 +7,13 @@ and their outbox rows are committed together or not at all.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import event, func, insert, inspect, select, update
-from sqlalchemy.orm import Session, defer
+import orjson
+from sqlalchemy import ColumnElement, any_, event, func, insert, inspect, literal, select, update
+from sqlalchemy.orm import QueryableAttribute, Session, defer
 
 from storage import deferred
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
@@ -41,25 +42,28 @@ def trial(session: Session, nct_id: str) -> Trial | None:
     return session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one_or_none()
 
 
-# Values per "IN (...)" list: far below SQLite's and PostgreSQL's parameter limits.
-IN_CHUNK = 500
-T = TypeVar("T")
+def among(session: Session, column: QueryableAttribute[Any], values: Iterable[Any]
+          ) -> ColumnElement[bool]:
+    """``column IN (values)`` with all the values in one bound parameter, however many: a
+    JSON array read by ``json_each`` on SQLite, an array (``= ANY``) on PostgreSQL.
 
+    An ``IN`` list binds every value separately; at the 3,600 IDs a changed-since listing
+    names that took 5x longer than the lookup itself, and needed chunks of 500.
+    """
+    listed = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
 
-def in_chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``values`` in slices of ``IN_CHUNK``, one ``IN (...)`` list each."""
-    for start in range(0, len(values), IN_CHUNK):
-        yield values[start:start + IN_CHUNK]
+        return column == any_(literal(listed, ARRAY(column.type)))
+    table = func.json_each(literal(orjson.dumps(listed).decode())).table_valued("value")
+    return column.in_(select(table.c.value))
 
 
 def trials_by_nct_id(session: Session, nct_ids: Iterable[str]) -> dict[str, Trial]:
-    """The trials among ``nct_ids`` that exist, in one query per ``IN_CHUNK`` (``trial``
-    then answers for them without a query)."""
-    found: dict[str, Trial] = {}
-    for chunk in in_chunks(list(nct_ids)):
-        found.update((t.nct_id, t) for t in session.scalars(
-            select(Trial).where(Trial.nct_id.in_(chunk))))
-    return found
+    """The trials among ``nct_ids`` that exist, in one query (``trial`` then answers for
+    them without a query)."""
+    stmt = select(Trial).where(among(session, Trial.nct_id, nct_ids))
+    return {t.nct_id: t for t in session.scalars(stmt)}
 
 
 def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
@@ -124,20 +128,21 @@ def prefetch_latest_versions(session: Session, trial_rows: Iterable[Trial]) -> N
     ids = [t.id for t in trial_rows if t.latest_version]
     seen: dict[tuple[int, int], Version] = session.info.setdefault(_LATEST_SEEN, {})
     hashes: dict[int, set[str]] = session.info.setdefault(_HASHES_SEEN, {})
-    for chunk in in_chunks(ids):
-        stmt = (select(Version)
-                .join(Trial, (Trial.id == Version.trial_id)
-                      & (Trial.latest_version == Version.version))
-                .where(Trial.id.in_(chunk))
-                .options(defer(Version.raw)))
-        for row in session.scalars(stmt):
-            seen[(row.trial_id, row.version)] = row
-        found: dict[int, set[str]] = {trial_id: set() for trial_id in chunk}
-        for trial_id, content_hash in session.execute(
-                select(Version.trial_id, Version.content_hash)
-                .where(Version.trial_id.in_(chunk))):
-            found[trial_id].add(content_hash)
-        hashes.update(found)
+    if not ids:
+        return
+    stmt = (select(Version)
+            .join(Trial, (Trial.id == Version.trial_id)
+                  & (Trial.latest_version == Version.version))
+            .where(among(session, Trial.id, ids))
+            .options(defer(Version.raw)))
+    for row in session.scalars(stmt):
+        seen[(row.trial_id, row.version)] = row
+    found: dict[int, set[str]] = {trial_id: set() for trial_id in ids}
+    for trial_id, content_hash in session.execute(
+            select(Version.trial_id, Version.content_hash)
+            .where(among(session, Version.trial_id, ids))):
+        found[trial_id].add(content_hash)
+    hashes.update(found)
 
 
 _HASHES_SEEN = "trialwatch.version_hashes"
@@ -284,12 +289,11 @@ def query_names_of(session: Session, trial_row: Trial) -> set[str]:
     names: dict[int, set[str]] | None = session.info.get(_QUERY_NAMES)
     if names is None and not _touches_queries(session):
         names = {t.id: set() for t in _seen(session).values() if t.id is not None}
-        for chunk in in_chunks(list(names)):
-            stmt = (select(QueryMatch.trial_id, SavedQuery.name)
-                    .join(SavedQuery, QueryMatch.query_id == SavedQuery.id)
-                    .where(QueryMatch.trial_id.in_(chunk)))
-            for trial_id, name in session.execute(stmt):
-                names[trial_id].add(name)
+        stmt = (select(QueryMatch.trial_id, SavedQuery.name)
+                .join(SavedQuery, QueryMatch.query_id == SavedQuery.id)
+                .where(among(session, QueryMatch.trial_id, names)))
+        for trial_id, name in session.execute(stmt):
+            names[trial_id].add(name)
         session.info[_QUERY_NAMES] = names
     if names is not None and trial_row.id in names and not _touches_queries(session):
         return set(names[trial_row.id])

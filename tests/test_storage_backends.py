@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,16 @@ from click.testing import CliRunner, Result
 from docmaker import recruiting_copy
 from receivers import WebhookReceiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
-from sqlalchemy import func, select
+from sqlalchemy import event, func, insert, select
 from subscriptions import EveryEvent
 
 from monitor.cli import cli
 from monitor.ingest import Observation, record_observation
 from monitor.sources.files import read_record_file
+from storage import repository as repo
 from storage.engine import Database, open_database
 from storage.models import Base, Event, OutboxEntry, Trial, Version
-from storage.schema import current_revision, head_revision, upgrade_connection
+from storage.schema import current_revision, ensure_schema, head_revision, upgrade_connection
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "NCT07328581.txt"
@@ -234,3 +236,25 @@ def test_two_processes_creating_the_same_trial_at_once_both_get_it(backend_url):
     assert counts(backend_url)["trials"] == 1
     first.close()
     second.close()
+
+
+def test_a_membership_test_over_thousands_of_ids_is_one_statement(backend_url):
+    db = open_database(backend_url)
+    try:
+        ensure_schema(db)
+        stored = [nct(n) for n in range(1, 3001)]
+        now = datetime.now(UTC)
+        with db.transaction() as session:
+            session.execute(insert(Trial), [
+                {"nct_id": i, "first_seen_at": now, "latest_version": 0, "watched": True}
+                for i in stored])
+        asked = stored[::2] + [nct(n) for n in range(5001, 7001)]  # 1,500 known, 2,000 not
+        statements: list[str] = []
+        event.listen(db.engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_rest: statements.append(statement))
+        with db.transaction() as session:
+            found = repo.trials_by_nct_id(session, asked)
+        assert sorted(found) == stored[::2]
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+    finally:
+        db.close()
