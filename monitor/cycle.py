@@ -423,7 +423,7 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
                 trials = guard.held(session, page.nct_ids)
             else:  # one query for the page, not one per trial
                 trials = repo.trials_by_nct_id(session, page.nct_ids)
-            repo.prefetch_latest_versions(session, trials.values())  # idem for their versions
+            repo.prefetch_page(session, trials.values())  # their versions, query matches
             for study in page.studies:
                 if study.record is None:
                     report.failures.append(f"parse: {study.error}")

@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session
 from monitor.diff import diff_records
 from monitor.events import ChangeEvent, sort_key
 from monitor.record import SECTIONS, TrialRecord
-from storage import deferred
 from storage import repository as repo
-from storage.models import Trial, Version
+from storage.models import Event, Trial, Version
 from storage.raw_codec import compress_raw
 
 
@@ -104,7 +103,7 @@ def record_observation(session: Session, observation: Observation, *,
     alerts = 0
     if stamped:
         rows = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
-                               detected_at=detected, historical=historical, flush=False)
+                               detected_at=detected, historical=historical)
         if not historical:
             alerts = enqueue_alerts(session, trial_row, stored_version,
                                     list(zip(stamped, rows, strict=True)), subscriptions,
@@ -113,50 +112,24 @@ def record_observation(session: Session, observation: Observation, *,
 
 
 def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,
-                   events: Sequence[tuple[ChangeEvent, Any]],
+                   events: Sequence[tuple[ChangeEvent, Event]],
                    subscriptions: Sequence[Subscription], *, now: datetime) -> int:
-    """One outbox row per channel whose subscriptions select at least one of the events.
-
-    The rows name their events by id, which the events get when they are flushed: the rows
-    are therefore written just before the session's next query or its commit (whichever
-    comes first, in the same transaction), so a page of recorded trials is flushed once,
-    not once per trial. The number of rows is known (and returned) now.
-    """
+    """One outbox row per channel whose subscriptions select at least one of the events;
+    returns how many. The rows name the events by id (given when they were added), and go
+    with the session's next flush, in the same transaction."""
     if not subscriptions:
         return 0
     query_names = repo.query_names_of(session, trial_row)
-    chosen: dict[str, list[Any]] = {}
+    chosen: dict[str, set[int]] = {}
     for subscription in subscriptions:
         for event, row in events:
             if subscription.matches(event.to_json(), nct_id=trial_row.nct_id,
                                     query_names=query_names):
-                rows = chosen.setdefault(subscription.channel, [])
-                if all(row is not other for other in rows):
-                    rows.append(row)
-    if chosen:
-        deferred.add(session, _insert_alerts,
-                     _PendingAlerts(trial_row, version_number, chosen, now))
+                chosen.setdefault(subscription.channel, set()).add(row.id)
+    for channel, ids in sorted(chosen.items()):
+        repo.enqueue_alert(session, channel=channel, trial_row=trial_row,
+                           version_number=version_number, event_ids=sorted(ids), now=now)
     return len(chosen)
-
-
-@dataclass(frozen=True)
-class _PendingAlerts:
-    """One recorded version's outbox rows to write, once its events have ids."""
-
-    trial_row: Trial
-    version_number: int
-    chosen: dict[str, list[Any]]  # channel -> its Event rows
-    now: datetime
-
-
-def _insert_alerts(session: Session, todo: list[_PendingAlerts]) -> None:
-    """The outbox rows ``enqueue_alerts`` queued (their events flushed first, for their ids)."""
-    session.flush()
-    for pending in todo:
-        for channel, rows in sorted(pending.chosen.items()):
-            repo.enqueue_alert(session, channel=channel, trial_row=pending.trial_row,
-                               version_number=pending.version_number,
-                               event_ids=sorted(row.id for row in rows), now=pending.now)
 
 
 def record_removal(session: Session, trial_row: Trial, *, now: datetime,

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import ColumnElement, any_, event, func, insert, inspect, literal, select, update
 from sqlalchemy.orm import QueryableAttribute, Session, defer
 
-from storage import deferred
+from storage import deferred, event_ids
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
 
 # Trials this session has loaded or created, by NCT ID (in ``session.info``): a cycle loads
@@ -121,10 +121,13 @@ def latest_version(session: Session, trial_row: Trial) -> Version | None:
     return version(session, trial_row, trial_row.latest_version)
 
 
-def prefetch_latest_versions(session: Session, trial_rows: Iterable[Trial]) -> None:
-    """Load the latest version of each trial (without the raw document) and the content
-    hashes of all its versions, a few queries for a whole fetched page, so that
-    ``latest_version`` and ``has_version_with_hash`` answer without one SELECT per trial."""
+def prefetch_page(session: Session, trial_rows: Iterable[Trial]) -> None:
+    """Load what recording a page of trials asks, a few queries for the whole page: the
+    latest version of each trial (without the raw document), the content hashes of all its
+    versions and the saved queries that matched it. ``latest_version``,
+    ``has_version_with_hash`` and ``query_names_of`` then answer without a SELECT per
+    trial, so nothing flushes the page's rows before its end (they go in bulk)."""
+    _load_query_names(session)
     ids = [t.id for t in trial_rows if t.latest_version]
     seen: dict[tuple[int, int], Version] = session.info.setdefault(_LATEST_SEEN, {})
     hashes: dict[int, set[str]] = session.info.setdefault(_HASHES_SEEN, {})
@@ -224,20 +227,18 @@ _OWN_INSERT = "trialwatch_queued_versions"
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
-               *, detected_at: datetime, historical: bool = False,
-               flush: bool = True) -> list[Event]:
-    """Store events; flushed (ids assigned) unless ``flush=False``, where the caller lets
-    them go with the next query or the commit, together with the rest of its page."""
+               *, detected_at: datetime, historical: bool = False) -> list[Event]:
+    """Store events. Their ids are given now (``storage.event_ids``), so the rows go with
+    the session's next flush, in bulk with the rest of its page, and alerts can name them."""
+    listed = list(events)
     rows = [
-        Event(trial_id=trial_row.id, from_version=e["from_version"], to_version=e["to_version"],
-              kind=e["kind"], field=e["field"], old=e["old"], new=e["new"],
-              severity=e["severity"], summary=e["summary"], detected_at=detected_at,
-              historical=historical)
-        for e in events
+        Event(id=event_id, trial_id=trial_row.id, from_version=e["from_version"],
+              to_version=e["to_version"], kind=e["kind"], field=e["field"], old=e["old"],
+              new=e["new"], severity=e["severity"], summary=e["summary"],
+              detected_at=detected_at, historical=historical)
+        for event_id, e in zip(event_ids.allocate(session, len(listed)), listed, strict=True)
     ]
     session.add_all(rows)
-    if flush:
-        session.flush()
     return rows
 
 
@@ -286,20 +287,30 @@ def query_names_of(session: Session, trial_row: Trial) -> set[str]:
     """Names of the saved queries that matched the trial. The first call in a session asks
     for every trial the session holds at once (a fetched page), later calls are answered
     from that, until the session writes query matches."""
-    names: dict[int, set[str]] | None = session.info.get(_QUERY_NAMES)
-    if names is None and not _touches_queries(session):
-        names = {t.id: set() for t in _seen(session).values() if t.id is not None}
-        stmt = (select(QueryMatch.trial_id, SavedQuery.name)
-                .join(SavedQuery, QueryMatch.query_id == SavedQuery.id)
-                .where(among(session, QueryMatch.trial_id, names)))
-        for trial_id, name in session.execute(stmt):
-            names[trial_id].add(name)
-        session.info[_QUERY_NAMES] = names
+    names = session.info.get(_QUERY_NAMES)
+    if names is None:
+        names = _load_query_names(session)
     if names is not None and trial_row.id in names and not _touches_queries(session):
         return set(names[trial_row.id])
     one = (select(SavedQuery.name).join(QueryMatch, QueryMatch.query_id == SavedQuery.id)
            .where(QueryMatch.trial_id == trial_row.id))
     return set(session.scalars(one))
+
+
+def _load_query_names(session: Session) -> dict[int, set[str]] | None:
+    """Query names of every trial the session holds, in one query (None while the session
+    is changing query matches: they would be stale)."""
+    if _touches_queries(session):
+        return None
+    names: dict[int, set[str]] = {t.id: set() for t in _seen(session).values()
+                                  if t.id is not None}
+    stmt = (select(QueryMatch.trial_id, SavedQuery.name)
+            .join(SavedQuery, QueryMatch.query_id == SavedQuery.id)
+            .where(among(session, QueryMatch.trial_id, names)))
+    for trial_id, name in session.execute(stmt):
+        names[trial_id].add(name)
+    session.info[_QUERY_NAMES] = names
+    return names
 
 
 def last_cycle(session: Session) -> Cycle | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,15 +19,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from docmaker import SEED_JSON, SEED_PAGE, fixture_path
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
+from subscriptions import EveryEvent
 
 from monitor.ingest import Observation, record_observation
 from monitor.record import TrialRecord, canonical_dumps
 from monitor.sources.files import read_record_file
 from storage import repository as repo
 from storage.engine import Database, open_database
-from storage.models import Base, Version
+from storage.models import Base, Event, OutboxEntry, Version
 from storage.raw_codec import decompress_raw
 from storage.schema import (
     HEAD,
@@ -199,11 +200,15 @@ def test_checking_a_current_schema_does_not_load_alembic(tmp_path):
 # --------------------------------------------------------------------------- pending versions
 
 
-def _record(session, nct_id: str) -> int:
+def _record(session, nct_id: str, status: str | None = None,
+            subscriptions: Sequence[EveryEvent] = ()) -> int:
     (document,) = read_record_file(fixture_path(SEED_JSON))
-    record = TrialRecord.from_canonical({**document.record.to_canonical(), "nct_id": nct_id})
+    canonical = {**document.record.to_canonical(), "nct_id": nct_id}
+    if status is not None:
+        canonical["status"] = {**canonical["status"], "overall_status": status}
     outcome = record_observation(session, Observation(
-        record=record, raw=document.raw, raw_format=document.format, source="test"))
+        record=TrialRecord.from_canonical(canonical), raw=document.raw,
+        raw_format=document.format, source="test"), subscriptions=subscriptions)
     assert outcome.version is not None
     return outcome.version
 
@@ -250,3 +255,32 @@ def test_a_pages_new_versions_are_written_with_one_insert(db: Database):
     assert len(inserts) == 1 and inserts[0][1] is True
     with db.transaction() as session:
         assert session.query(Version).count() == 5
+
+
+def test_a_pages_events_and_their_alerts_are_written_with_one_insert_each(db: Database):
+    from sqlalchemy import event
+
+    ids = [f"NCT0000000{number}" for number in range(1, 6)]
+    with db.transaction() as session:
+        for nct_id in ids:
+            _record(session, nct_id)
+    inserts: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _executemany):
+        inserts.extend(t for t in ("events", "outbox") if statement.startswith(f"INSERT INTO {t}"))
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.transaction() as session:  # as a cycle records a page
+            repo.prefetch_page(session, repo.trials_by_nct_id(session, ids).values())
+            for nct_id in ids:
+                _record(session, nct_id, status="COMPLETED", subscriptions=[EveryEvent("team")])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert sorted(inserts) == ["events", "outbox"]
+    with db.transaction() as session:
+        alerts = session.scalars(select(OutboxEntry)).all()
+        events = {e.id: e.trial_id for e in session.scalars(select(Event))}
+        assert len(alerts) == 5 and len(events) == 5
+        assert sorted(i for a in alerts for i in a.event_ids) == sorted(events)
+        assert all(events[a.event_ids[0]] == a.trial_id for a in alerts)

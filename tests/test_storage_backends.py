@@ -258,3 +258,31 @@ def test_a_membership_test_over_thousands_of_ids_is_one_statement(backend_url):
         assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
     finally:
         db.close()
+
+
+def test_event_ids_handed_out_in_one_transaction_are_distinct(backend_url):
+    from storage import event_ids
+
+    db = open_database(backend_url)
+    try:
+        ensure_schema(db)
+        with db.transaction() as session:
+            handed = [*event_ids.allocate(session, 300), *event_ids.allocate(session, 2)]
+        assert len(set(handed)) == 302
+    finally:
+        db.close()
+
+
+def test_event_ids_come_after_the_events_already_stored(backend_url, tmp_path):
+    from storage import event_ids
+
+    ingest_json(backend_url, SEED, CONSTRUCTED)
+    ingest_json(backend_url, recruiting_copy(tmp_path))
+    db = open_database(backend_url)
+    try:
+        with db.transaction() as session:
+            stored = list(session.scalars(select(Event.id)))
+            handed = event_ids.allocate(session, 2)
+        assert stored and min(handed) > max(stored)
+    finally:
+        db.close()

@@ -1,0 +1,55 @@
+"""Event ids handed out before the events are written, so that a page's events, and the
+outbox rows that name them, are written in bulk.
+
+An id is normally known only once its INSERT returns it, and on SQLite the ORM then inserts
+such rows one statement each (it cannot match a multi-row RETURNING to its objects). An
+outbox row names its events by id, so every page of a cycle had to flush its events one by
+one before it could write its alerts. With ids given up front, both go in bulk statements.
+
+* PostgreSQL: ids come from the column's own sequence, ``BLOCK`` at a time (``nextval`` in
+  one query); ids a transaction does not use are skipped, as sequences allow.
+* SQLite: every transaction holds the database's write lock from its start (BEGIN
+  IMMEDIATE, ``storage.engine``), so the ids after ``max(id)`` are this transaction's: the
+  first call reads it, later ones count on (SQLite itself would pick ``max(id) + 1``).
+
+What a transaction was handed is forgotten when its outermost transaction ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from storage.models import Event
+
+BLOCK = 256  # ids asked from a PostgreSQL sequence at once
+
+_HANDED = "trialwatch.event_ids"  # in session.info: ids still to hand out, or the next one
+
+
+def allocate(session: Session, count: int) -> list[int]:
+    """``count`` new event ids, unique in the database, for this transaction to use."""
+    if count <= 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        pool: list[int] = session.info.setdefault(_HANDED, [])
+        if len(pool) < count:
+            sequence = func.pg_get_serial_sequence("events", "id")
+            pool.extend(session.scalars(
+                select(func.nextval(sequence))
+                .select_from(func.generate_series(1, max(count - len(pool), BLOCK)))))
+        taken, pool[:] = pool[:count], pool[count:]
+        return taken
+    first: int | None = session.info.get(_HANDED)
+    if first is None:
+        first = (session.scalar(select(func.max(Event.id))) or 0) + 1
+    session.info[_HANDED] = first + count
+    return list(range(first, first + count))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HANDED, None)
