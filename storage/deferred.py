@@ -1,17 +1,17 @@
 """Rows a transaction writes late: just before the session's next statement or its commit.
 
-A cycle records a fetched page one trial at a time, and each trial adds a version, events
-and outbox rows. Written as they come, that is one statement per row (a third of a cold
-import). Instead a module queues each row with the function that writes such rows::
+A cycle records a fetched page one trial at a time. Rows the ORM would insert one
+statement each (versions: server-generated keys on SQLite; a third of a cold import) are
+queued instead, with the function that writes such rows in bulk::
 
     deferred.add(session, insert_versions, {"trial_id": 7, "version": 3, ...})
 
 Before the next ORM statement the session executes, or before it commits (whichever comes
 first), every writer is called once with the rows queued for it, in the order the writers
-were first used (versions before the outbox rows that follow them); what they write goes
-through the same transaction, so every query sees it. Statements a writer executes do not
-call writers again. When the outermost transaction ends, rows still queued are dropped
-(committed: there are none; rolled back: they go with the rest).
+were first used; what they write goes through the same transaction, so every query sees
+it. Statements a writer executes do not call writers again. When the outermost transaction
+ends, rows still queued are dropped (committed: there are none; rolled back: they go with
+the rest).
 
 Savepoints: a row queued inside a savepoint that is rolled back would still be written.
 trialwatch takes no savepoint; code that adds one calls ``write_now(session)`` first.
