@@ -33,18 +33,21 @@ def allocate(session: Session, count: int) -> list[int]:
     """``count`` new event ids, unique in the database, for this transaction to use."""
     if count <= 0:
         return []
-    if session.get_bind().dialect.name == "postgresql":
+    # On the session's connection, not through the session: asking must not flush what the
+    # transaction has pending (that would write a page's first rows alone).
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         pool: list[int] = session.info.setdefault(_HANDED, [])
         if len(pool) < count:
             sequence = func.pg_get_serial_sequence("events", "id")
-            pool.extend(session.scalars(
+            pool.extend(connection.scalars(
                 select(func.nextval(sequence))
                 .select_from(func.generate_series(1, max(count - len(pool), BLOCK)))))
         taken, pool[:] = pool[:count], pool[count:]
         return taken
     first: int | None = session.info.get(_HANDED)
     if first is None:
-        first = (session.scalar(select(func.max(Event.id))) or 0) + 1
+        first = (connection.scalar(select(func.max(Event.id))) or 0) + 1
     session.info[_HANDED] = first + count
     return list(range(first, first + count))
 

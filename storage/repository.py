@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, any_, event, func, insert, inspect, literal, select, update
 from sqlalchemy.orm import QueryableAttribute, Session, defer
+from sqlalchemy.orm.attributes import flag_modified
 
 from storage import deferred, event_ids
 from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
@@ -204,16 +205,25 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
     keys one statement each (it cannot tell which RETURNING row belongs to which object in a
     multi-row INSERT): that was a third of storing a cold import. Nothing needs the row as
     an object; the trial's ``latest_version`` moves now, and its UPDATE goes with its next
-    flush.
+    flush, with the same columns whatever changed (``_REWRITTEN_WITH_A_VERSION``).
     """
     number = trial_row.latest_version + 1
     deferred.add(session, _insert_versions, {"trial_id": trial_row.id, "version": number,
                                              **fields})
     trial_row.latest_version = number
+    for key in _REWRITTEN_WITH_A_VERSION:
+        flag_modified(trial_row, key)
     known = session.info.get(_HASHES_SEEN, {}).get(trial_row.id)
     if known is not None:
         known.add(fields["content_hash"])
     return number
+
+
+# A new version rewrites these columns of its trial whether they changed or not: the ORM
+# sends UPDATEs of one shape (the same columns) as one executemany, and UPDATEs of mixed
+# shapes (the status moved on one trial, not on the next) one statement each.
+_REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "removed_at",
+                             "registry_last_update", "last_error")
 
 
 def _insert_versions(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -257,7 +257,7 @@ def test_a_pages_new_versions_are_written_with_one_insert(db: Database):
         assert session.query(Version).count() == 5
 
 
-def test_a_pages_events_and_their_alerts_are_written_with_one_insert_each(db: Database):
+def test_a_pages_events_alerts_and_trial_updates_are_one_statement_each(db: Database):
     from sqlalchemy import event
 
     ids = [f"NCT0000000{number}" for number in range(1, 6)]
@@ -267,20 +267,22 @@ def test_a_pages_events_and_their_alerts_are_written_with_one_insert_each(db: Da
     inserts: list[str] = []
 
     def count(_conn, _cursor, statement, _params, _context, _executemany):
-        inserts.extend(t for t in ("events", "outbox") if statement.startswith(f"INSERT INTO {t}"))
+        inserts.extend(t for t in ("INSERT INTO events", "INSERT INTO outbox", "UPDATE trials")
+                       if statement.startswith(t))
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.transaction() as session:  # as a cycle records a page
             repo.prefetch_page(session, repo.trials_by_nct_id(session, ids).values())
-            for nct_id in ids:
-                _record(session, nct_id, status="COMPLETED", subscriptions=[EveryEvent("team")])
+            for number, nct_id in enumerate(ids):  # the status moves on every other one
+                status = "COMPLETED" if number % 2 else None
+                _record(session, nct_id, status=status, subscriptions=[EveryEvent("team")])
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
-    assert sorted(inserts) == ["events", "outbox"]
+    assert sorted(inserts) == ["INSERT INTO events", "INSERT INTO outbox", "UPDATE trials"]
     with db.transaction() as session:
         alerts = session.scalars(select(OutboxEntry)).all()
         events = {e.id: e.trial_id for e in session.scalars(select(Event))}
-        assert len(alerts) == 5 and len(events) == 5
+        assert len(alerts) == len(events) == 2  # the two trials whose status moved
         assert sorted(i for a in alerts for i in a.event_ids) == sorted(events)
         assert all(events[a.event_ids[0]] == a.trial_id for a in alerts)
