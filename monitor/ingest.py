@@ -18,7 +18,7 @@ from monitor.diff import diff_records
 from monitor.events import ChangeEvent, sort_key
 from monitor.record import SECTIONS, TrialRecord
 from storage import repository as repo
-from storage.models import Event, Trial, Version
+from storage.models import Trial, Version
 from storage.raw_codec import compress_raw
 
 
@@ -102,30 +102,29 @@ def record_observation(session: Session, observation: Observation, *,
                for e in sorted([*extra_events, *events], key=sort_key)]
     alerts = 0
     if stamped:
-        rows = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
-                               detected_at=detected, historical=historical)
+        ids = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
+                              detected_at=detected, historical=historical)
         if not historical:
             alerts = enqueue_alerts(session, trial_row, stored_version,
-                                    list(zip(stamped, rows, strict=True)), subscriptions,
+                                    list(zip(stamped, ids, strict=True)), subscriptions,
                                     now=observation.fetched_at)
     return RecordOutcome(record.nct_id, stored_version, True, stamped, alerts)
 
 
 def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,
-                   events: Sequence[tuple[ChangeEvent, Event]],
+                   events: Sequence[tuple[ChangeEvent, int]],
                    subscriptions: Sequence[Subscription], *, now: datetime) -> int:
-    """One outbox row per channel whose subscriptions select at least one of the events;
-    returns how many. The rows name the events by id (given when they were added), and go
-    with the session's next flush, in the same transaction."""
+    """One outbox row per channel whose subscriptions select at least one of the events
+    (given with their ids); returns how many. Written in the same transaction."""
     if not subscriptions:
         return 0
     query_names = repo.query_names_of(session, trial_row)
     chosen: dict[str, set[int]] = {}
     for subscription in subscriptions:
-        for event, row in events:
+        for event, event_id in events:
             if subscription.matches(event.to_json(), nct_id=trial_row.nct_id,
                                     query_names=query_names):
-                chosen.setdefault(subscription.channel, set()).add(row.id)
+                chosen.setdefault(subscription.channel, set()).add(event_id)
     for channel, ids in sorted(chosen.items()):
         repo.enqueue_alert(session, channel=channel, trial_row=trial_row,
                            version_number=version_number, event_ids=sorted(ids), now=now)
@@ -143,8 +142,8 @@ def record_removal(session: Session, trial_row: Trial, *, now: datetime,
         new=None, severity="high", summary="Record no longer served by the registry",
         from_version=trial_row.latest_version, to_version=trial_row.latest_version,
         detected_at=iso_utc(now))
-    rows = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
-    enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, rows[0])],
+    (event_id,) = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
+    enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, event_id)],
                    subscriptions, now=now)
     return event
 

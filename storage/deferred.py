@@ -1,8 +1,9 @@
 """Rows a transaction writes late: just before the session's next statement or its commit.
 
-A cycle records a fetched page one trial at a time. Rows the ORM would insert one
-statement each (versions: server-generated keys on SQLite; a third of a cold import) are
-queued instead, with the function that writes such rows in bulk::
+A cycle records a fetched page one trial at a time, and each trial adds a version, events
+and outbox rows. Written as they come, through the ORM's unit of work, that was one
+statement per row on SQLite (a third of a cold import). They are queued instead, each with
+the function that writes such rows in bulk::
 
     deferred.add(session, insert_versions, {"trial_id": 7, "version": 3, ...})
 

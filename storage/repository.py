@@ -158,7 +158,7 @@ _CACHES = (_TRIALS_SEEN, _LATEST_SEEN, _HASHES_SEEN, _QUERY_NAMES)
 def _forget_after_bulk_writes(state: Any) -> None:
     """An INSERT/UPDATE/DELETE statement may touch anything remembered: forget it all."""
     if (state.is_insert or state.is_update or state.is_delete) and not \
-            state.execution_options.get(_OWN_INSERT):
+            state.execution_options.get(_QUEUED_ROWS):
         for key in _CACHES:
             state.session.info.pop(key, None)
 
@@ -228,28 +228,31 @@ _REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "remov
 
 def _insert_versions(session: Session, rows: list[dict[str, Any]]) -> None:
     """The versions ``add_version`` queued, in one INSERT."""
-    session.execute(insert(Version).execution_options(**{_OWN_INSERT: True}), rows)
+    session.execute(insert(Version).execution_options(**{_QUEUED_ROWS: True}), rows)
 
 
-# An INSERT of queued versions changes nothing the caches remember (add_version updated
-# them already): it must not make them forget.
-_OWN_INSERT = "trialwatch_queued_versions"
+# An INSERT of rows queued here changes nothing the caches remember (add_version updated
+# them already; events and alerts are not in them): it must not make them forget.
+_QUEUED_ROWS = "trialwatch_queued_rows"
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
-               *, detected_at: datetime, historical: bool = False) -> list[Event]:
-    """Store events. Their ids are given now (``storage.event_ids``), so the rows go with
-    the session's next flush, in bulk with the rest of its page, and alerts can name them."""
+               *, detected_at: datetime, historical: bool = False) -> list[int]:
+    """Store events; returns their ids, given now (``storage.event_ids``) so that alerts
+    can name them. The rows are queued and written in bulk with the rest of the page."""
     listed = list(events)
-    rows = [
-        Event(id=event_id, trial_id=trial_row.id, from_version=e["from_version"],
-              to_version=e["to_version"], kind=e["kind"], field=e["field"], old=e["old"],
-              new=e["new"], severity=e["severity"], summary=e["summary"],
-              detected_at=detected_at, historical=historical)
-        for event_id, e in zip(event_ids.allocate(session, len(listed)), listed, strict=True)
-    ]
-    session.add_all(rows)
-    return rows
+    ids = event_ids.allocate(session, len(listed))
+    for event_id, e in zip(ids, listed, strict=True):
+        deferred.add(session, _insert_events, {
+            "id": event_id, "trial_id": trial_row.id, "from_version": e["from_version"],
+            "to_version": e["to_version"], "kind": e["kind"], "field": e["field"],
+            "old": e["old"], "new": e["new"], "severity": e["severity"],
+            "summary": e["summary"], "detected_at": detected_at, "historical": historical})
+    return ids
+
+
+def _insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(insert(Event).execution_options(**{_QUEUED_ROWS: True}), rows)
 
 
 def events(session: Session, trial_row: Trial, *, kinds: Sequence[str] | None = None,
@@ -268,12 +271,19 @@ def events_by_id(session: Session, ids: Sequence[int]) -> Sequence[Event]:
 
 
 def enqueue_alert(session: Session, *, channel: str, trial_row: Trial, version_number: int,
-                  event_ids: list[int], now: datetime) -> OutboxEntry:
-    row = OutboxEntry(id=f"msg_{uuid.uuid4().hex}", channel=channel, trial_id=trial_row.id,
-                      version=version_number, event_ids=event_ids, status="pending",
-                      attempts=0, next_attempt_at=now, created_at=now)
-    session.add(row)
-    return row
+                  event_ids: list[int], now: datetime) -> str:
+    """Queue one alert in the outbox (written in bulk with the rest of the page); returns
+    its id, which is also the webhook's ``webhook-id``."""
+    alert_id = f"msg_{uuid.uuid4().hex}"
+    deferred.add(session, _insert_alerts, {
+        "id": alert_id, "channel": channel, "trial_id": trial_row.id,
+        "version": version_number, "event_ids": event_ids, "status": "pending",
+        "attempts": 0, "next_attempt_at": now, "created_at": now})
+    return alert_id
+
+
+def _insert_alerts(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(insert(OutboxEntry).execution_options(**{_QUEUED_ROWS: True}), rows)
 
 
 def outbox_counts(session: Session) -> dict[str, dict[str, int]]:

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import update
 
 from monitor.cli import cli
 from monitor.service_lock import ServiceLock
 from storage import repository as repo
 from storage.engine import Database, open_database
-from storage.models import Cycle, SavedQuery
+from storage.models import Cycle, OutboxEntry, SavedQuery
 from storage.schema import ensure_schema, head_revision
 
 HOOK_TOKEN = "tok-3f9a1c77e2"
@@ -79,8 +80,10 @@ def add_alerts(db: Database, channel: str, *statuses: str) -> None:
     with db.transaction() as session:
         trial = repo.get_or_create_trial(session, "NCT03934567", NOW)
         for status in statuses:
-            repo.enqueue_alert(session, channel=channel, trial_row=trial, version_number=1,
-                               event_ids=[], now=NOW).status = status
+            alert_id = repo.enqueue_alert(session, channel=channel, trial_row=trial,
+                                          version_number=1, event_ids=[], now=NOW)
+            session.execute(update(OutboxEntry).where(OutboxEntry.id == alert_id)
+                            .values(status=status))
 
 
 def test_status_json_of_a_new_database_has_no_cycle_and_zeroed_channels(setup: Setup) -> None:
