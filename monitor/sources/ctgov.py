@@ -14,7 +14,8 @@ characters (an NCT id costs 12 characters, so ~600 ids fit in 7,500). ``listing_
 tells a caller how many requests a listing costs, to compare with what ``changed_since()``
 (the registry-wide listing of updates, its first page already in hand) says it costs.
 
-Errors (all ``RegistryError``, each with ``.url`` and a one-line ``.reason``):
+Errors (all ``RegistryError``, each with ``.url`` and a one-line ``.reason``; they and the
+result types are defined in ``monitor.sources.ctgov_types`` and re-exported here):
 
 * ``RegistryUnavailable`` - connection error, timeout, 5xx or 429 that outlasted the retries;
 * ``RegistryBlocked`` - 403 that outlasted the retries: the registry refuses *us*, it says
@@ -34,7 +35,6 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -44,6 +44,17 @@ import orjson
 import structlog
 
 from monitor import __version__
+from monitor.sources.ctgov_types import (
+    BadRegistryResponse,
+    ChangedSinceListing,
+    FetchedStudy,
+    RegistryBlocked,
+    RegistryError,
+    RegistryUnavailable,
+    RegistryVersion,
+    StudyStamp,
+    TrialNotFound,
+)
 from monitor.sources.ratelimit import RateLimiter
 
 __all__ = [
@@ -74,106 +85,6 @@ MAX_RETRY_DELAY = 60.0
 STAMP_FIELDS = "NCTId,NCTIdAlias,LastUpdatePostDate"
 NCT_ID_RE = re.compile(r"^NCT\d{8}$")
 RETRY_STATUSES = frozenset({403, 429, 500, 502, 503, 504})
-
-
-class RegistryError(Exception):
-    """Base of every registry failure. ``str(e)`` is one line: reason, then the URL."""
-
-    def __init__(self, reason: str, *, url: str | None = None, status_code: int | None = None):
-        self.reason = " ".join(reason.split())
-        self.url = url
-        self.status_code = status_code
-        super().__init__(self.reason)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Picklable with every attribute (the fetch worker process sends its failures to the
-        # cycle), without calling a subclass's own ``__init__``.
-        return (_restore_error, (type(self), dict(self.__dict__)))
-
-    def __str__(self) -> str:
-        if not self.url:
-            return self.reason
-        url = self.url if len(self.url) <= 160 else self.url[:157] + "..."
-        return f"{self.reason} [{url}]"
-
-
-class RegistryUnavailable(RegistryError):
-    """The registry could not be reached or kept failing (timeouts, 5xx, 429) after retries."""
-
-
-class RegistryBlocked(RegistryUnavailable):
-    """The registry answered 403 after retries: it blocks this client. Says nothing of trials."""
-
-
-class BadRegistryResponse(RegistryError):
-    """The registry answered, but with something that cannot be trusted as data."""
-
-
-class TrialNotFound(RegistryError):
-    """The registry does not know this NCT id (404)."""
-
-    def __init__(self, nct_id: str, reason: str, *, url: str | None = None):
-        super().__init__(reason, url=url, status_code=404)
-        self.nct_id = nct_id
-
-
-def _restore_error(cls: type[RegistryError], state: dict[str, Any]) -> RegistryError:
-    error = cls.__new__(cls)
-    Exception.__init__(error, state["reason"])
-    error.__dict__.update(state)
-    return error
-
-
-@dataclass(frozen=True)
-class StudyStamp:
-    """A study's identity and its own signal of a new version (``lastUpdatePostDate``).
-
-    ``aliases`` are the record's old NCT ids: the registry answers a ``filter.ids`` request
-    for an alias with the current record, so a watched alias maps to ``nct_id`` here.
-    """
-
-    nct_id: str
-    last_update_posted: str | None
-    aliases: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RegistryVersion:
-    """What ``/version`` says: the API version and when the registry's data was refreshed."""
-
-    api_version: str
-    data_timestamp: str
-
-
-@dataclass(frozen=True)
-class FetchedStudy:
-    """One full study document from ``get_study``.
-
-    ``alias_of`` is set when ``requested_id`` is an old (alias) id: it is the current id the
-    registry redirected to, equal to ``nct_id``. It is None when the id was asked directly.
-    """
-
-    requested_id: str
-    nct_id: str
-    document: dict[str, Any]
-    alias_of: str | None = None
-
-
-@dataclass(frozen=True)
-class ChangedSinceListing:
-    """The registry-wide listing of studies updated since a date, its first page fetched.
-
-    That page was asked with ``countTotal=true``: ``total`` and ``requests`` (the whole
-    listing's, that first one included) say what the rest costs before it is paid for.
-    Iterate for every stamp; the later pages are requested as they are reached.
-    """
-
-    total: int
-    requests: int
-    stamps: Iterator[StudyStamp]
-
-    def __iter__(self) -> Iterator[StudyStamp]:
-        return self.stamps
 
 
 class RegistryClient:
