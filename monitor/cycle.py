@@ -1,7 +1,7 @@
 """One fetch cycle: ask the registry what moved, fetch only that, record it, count everything.
 
-    version  ─► list stamps (by watched IDs, or registry-wide "changed since")  ─► moved?
-    saved queries ─► new matches (``new_trial``)                                   │
+    version  ─► list stamps (``monitor.listing``: by watched IDs, or "changed since") ─► moved?
+    saved queries ─► new matches (``new_trial``)                                        │
     fetch full documents in pages, parse (``monitor.fetching``) ─► ``record_observation`` ◄┘
 
 Failure rules (a bad answer never becomes a false alert):
@@ -42,15 +42,14 @@ without ``only`` takes part in a shared *round* instead (``monitor.workers``,
 from __future__ import annotations
 
 import gc
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitor.events import ChangeEvent
@@ -62,6 +61,7 @@ from monitor.ingest import (
     record_observation,
     record_removal,
 )
+from monitor.listing import CHANGED_SINCE_OVERLAP, list_moved, watch_list
 from monitor.record import TrialRecord
 from monitor.sources.ctgov import (
     RegistryBlocked,
@@ -78,9 +78,6 @@ from storage.models import Cycle, QueryMatch, SavedQuery, Trial
 log = structlog.get_logger(__name__)
 
 FETCH_PAGE = 100
-# How far before the last successful cycle "changed since" asks (the registry posts dates,
-# not times, and a day's load may land after our cycle): a safety overlap.
-CHANGED_SINCE_OVERLAP = timedelta(days=2)
 # Several workers (PostgreSQL): trials per leased batch, and how long a lease lives unrenewed.
 LEASE_BATCH = 1000
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -109,12 +106,13 @@ class CycleReport:
                 "events": [e.to_json() for e in self.events],
                 "requests": self.requests, "failures": self.failures}
 
-
-@dataclass
-class TrialState:
-    nct_id: str
-    last_update: str | None
-    has_version: bool
+    def fail(self, chunk: Sequence[str], step: str, exc: RegistryError) -> None:
+        """A batch of trials failed at ``step`` (listing, fetch, confirm): noted, logged;
+        nothing of it is recorded, and the next cycle tries again."""
+        reason = "blocked by the registry" if isinstance(exc, RegistryBlocked) else str(exc)
+        first = chunk[0] if len(chunk) == 1 else f"{chunk[0]}..{chunk[-1]} ({len(chunk)} trials)"
+        self.failures.append(f"{step} {first}: {reason}")
+        log.warning("cycle.batch_failed", step=step, trials=len(chunk), reason=reason)
 
 
 @dataclass(frozen=True)
@@ -215,7 +213,7 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
          last_ok_started: datetime | None, last_ok_stamp: str | None,
          clock: Callable[[], datetime]) -> None:
     report.data_timestamp = client.version().data_timestamp
-    watch = _watch_list(db, only)
+    watch = watch_list(db, only)
     if (only is None and last_ok_stamp is not None and report.data_timestamp == last_ok_stamp
             and not watch.unfetched and not _has_unrun_query(db)):
         report.watched = watch.size
@@ -228,9 +226,9 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
         for nct_id, name in pending_new_matches(db).items():
             new_matches.setdefault(nct_id, name)
         if report.queries_run > queries_before:  # they may have added watched trials
-            watch = _watch_list(db, only)
+            watch = watch_list(db, only)
     report.watched = watch.size
-    stamps, missing, states = _list_moved(db, client, report, watch, only, last_ok_started)
+    stamps, missing, states = list_moved(db, client, report, watch, only, last_ok_started)
     to_fetch = {nct_id: stamp for nct_id, stamp in stamps.items()
                 if stamp.last_update_posted != states[nct_id].last_update
                 or not states[nct_id].has_version}
@@ -259,102 +257,6 @@ def pending_new_matches(db: Database) -> dict[str, str]:
 def _has_unrun_query(db: Database) -> bool:
     with db.transaction() as session:
         return any(q.last_success_at is None for q in repo.saved_queries(session))
-
-
-@dataclass(frozen=True)
-class WatchList:
-    """What a cycle covers, cheaply: how many trials, and which were never fetched. The
-    per-trial states are loaded only for the trials a listing names (a changed-since listing
-    names a few thousand registry-wide, not the 100,000 a large watch list may hold)."""
-
-    size: int
-    unfetched: frozenset[str]
-
-
-def _watched(stmt: Any, only: Sequence[str] | None) -> Any:
-    if only is not None:
-        return stmt.where(Trial.nct_id.in_(list(only)))
-    return stmt.where(Trial.watched.is_(True))
-
-
-def _watch_list(db: Database, only: Sequence[str] | None) -> WatchList:
-    with db.transaction() as session:
-        size = session.scalar(_watched(select(func.count(Trial.id)), only)) or 0
-        unfetched = session.scalars(
-            _watched(select(Trial.nct_id), only).where(Trial.latest_version == 0))
-        return WatchList(size, frozenset(unfetched))
-
-
-def _load_states(db: Database, only: Sequence[str] | None,
-                 among: Iterable[str] | None = None) -> dict[str, TrialState]:
-    """States of the covered trials (all of them, or those ``among`` the given IDs)."""
-    stmt = _watched(select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version),
-                    only)
-    with db.transaction() as session:
-        if among is not None:
-            stmt = stmt.where(repo.among(session, Trial.nct_id, among))
-        # in NCT ID order: the ID listing batches them in this order
-        return {nct_id: TrialState(nct_id, last, bool(latest))
-                for nct_id, last, latest in session.execute(stmt.order_by(Trial.nct_id))}
-
-
-def _list_moved(db: Database, client: RegistryClient, report: CycleReport, watch: WatchList,
-                only: Sequence[str] | None, last_ok_started: datetime | None
-                ) -> tuple[dict[str, StudyStamp], list[str], dict[str, TrialState]]:
-    """Stamps of covered trials that may have moved, IDs a full listing did not return, and
-    the states of the trials the stamps name."""
-    if not watch.size:
-        return {}, [], {}
-    by_ids_cost = client.listing_requests(watch.size)
-    if last_ok_started is not None and by_ids_cost > 2:
-        since = (last_ok_started - CHANGED_SINCE_OVERLAP).date()
-        changes = client.changed_since(since)  # its first page tells what the rest costs
-        if changes.requests - 1 <= by_ids_cost:
-            report.strategy = "changed-since"
-            listed = {stamp.nct_id: stamp for stamp in changes}
-            states = _load_states(db, only, among=listed.keys() | watch.unfetched)
-            return _changed_since(listed, states), [], states
-    report.strategy = "ids"
-    states = _load_states(db, only)
-    return (*list_by_ids(client, report, list(states)), states)
-
-
-def list_by_ids(client: RegistryClient, report: CycleReport, ids: Sequence[str]
-                ) -> tuple[dict[str, StudyStamp], list[str]]:
-    """Stamps of the given trials through ``filter.ids``, and the IDs the listing lacked."""
-    stamps: dict[str, StudyStamp] = {}
-    missing: list[str] = []
-    if not ids:
-        return stamps, missing
-    per_request = max(1, math.ceil(len(ids) / client.listing_requests(len(ids))))
-    for chunk in _chunks(ids, per_request):
-        try:
-            found = {s.nct_id: s for s in client.iter_stamps(chunk)}
-        except RegistryError as exc:
-            _fail(report, chunk, "listing", exc)
-            continue
-        for nct_id in chunk:
-            stamp = found.get(nct_id) or _by_alias(found.values(), nct_id)
-            if stamp is None:
-                missing.append(nct_id)
-            else:
-                stamps[nct_id] = StudyStamp(nct_id, stamp.last_update_posted)
-    return stamps, missing
-
-
-def _changed_since(listed: dict[str, StudyStamp], states: dict[str, TrialState]
-                   ) -> dict[str, StudyStamp]:
-    """The covered trials' stamps from a registry-wide changed-since listing."""
-    stamps = {nct_id: listed[nct_id] for nct_id in states if nct_id in listed}
-    # Trials never fetched are not "changed since": they need their first fetch anyway.
-    for state in states.values():
-        if not state.has_version and state.nct_id not in stamps:
-            stamps[state.nct_id] = StudyStamp(state.nct_id, None)
-    return stamps
-
-
-def _by_alias(stamps: Iterable[StudyStamp], nct_id: str) -> StudyStamp | None:
-    return next((s for s in stamps if nct_id in s.aliases), None)
 
 
 def run_queries(db: Database, client: RegistryClient, report: CycleReport,
@@ -410,12 +312,13 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
     """Fetch full documents page by page (``monitor.fetching``: in a worker process when
     there are many pages); each page is recorded in one transaction (with a ``guard``, only
     the trials this worker still leases)."""
-    chunks = list(_chunks(sorted(to_fetch), FETCH_PAGE))
+    ids = sorted(to_fetch)
+    chunks = [ids[start:start + FETCH_PAGE] for start in range(0, len(ids), FETCH_PAGE)]
     pages = fetch_pages(client, chunks, page_size=FETCH_PAGE,
                         worker=worker_pays_off(client, len(chunks)))
     for page in pages:
         if page.error is not None:
-            _fail(report, page.nct_ids, "fetch", page.error)
+            report.fail(page.nct_ids, "fetch", page.error)
             continue
         fetched_at = clock()
         with db.transaction() as session:
@@ -484,19 +387,7 @@ def confirm_missing(db: Database, client: RegistryClient, report: CycleReport,
                 log.warning("cycle.unknown_trial", nct_id=nct_id)
             continue
         except RegistryError as exc:
-            _fail(report, [nct_id], "confirm", exc)
+            report.fail([nct_id], "confirm", exc)
             continue
         # Served one by one but not listed: an alias or a listing hiccup. Next cycle retries.
         log.info("cycle.listing_gap", nct_id=nct_id)
-
-
-def _fail(report: CycleReport, chunk: Sequence[str], step: str, exc: RegistryError) -> None:
-    reason = "blocked by the registry" if isinstance(exc, RegistryBlocked) else str(exc)
-    first = chunk[0] if len(chunk) == 1 else f"{chunk[0]}..{chunk[-1]} ({len(chunk)} trials)"
-    report.failures.append(f"{step} {first}: {reason}")
-    log.warning("cycle.batch_failed", step=step, trials=len(chunk), reason=reason)
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

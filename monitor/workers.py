@@ -33,17 +33,16 @@ import structlog
 from sqlalchemy.orm import Session
 
 from monitor.cycle import (
-    CHANGED_SINCE_OVERLAP,
     FETCH_PAGE,
     CycleReport,
     LeaseGuard,
     confirm_missing,
     fetch_and_record,
-    list_by_ids,
     pending_new_matches,
     run_queries,
 )
 from monitor.ingest import Subscription
+from monitor.listing import CHANGED_SINCE_OVERLAP, list_by_ids
 from monitor.sources.ctgov import RegistryClient, RegistryError, StudyStamp
 from storage import leases
 from storage import repository as repo
