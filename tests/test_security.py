@@ -250,11 +250,11 @@ def test_an_inline_secret_in_a_world_readable_config_warns_without_showing_it(
     config.write_text(table.format(secret=secret) + "\n")
     db = ["--db", f"sqlite:///{tmp_path / 'tw.db'}"]
     config.chmod(0o644)
-    readable = trialwatch(config, *db, "list")
+    readable = trialwatch(config, *db, "status")  # a command that reads the file
     assert "readable by other users" in readable.stderr and key in readable.stderr
     assert secret not in readable.stderr and secret not in readable.stdout
     config.chmod(0o600)
-    private = trialwatch(config, *db, "list")
+    private = trialwatch(config, *db, "status")
     assert "readable by other users" not in private.stderr
     failed = trialwatch(config, *db, "notify", "test")  # a key the notifier does not know
     assert secret not in failed.stderr and secret not in failed.stdout
