@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the sample records, the seed, a local registry, a webhook receiver."""
+"""Shared pytest fixtures: the sample records, the seed, a SQLite database, a local registry,
+a webhook receiver."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 from receivers import WebhookReceiver, webhook_receiver
 from registry_server import FakeRegistry
+
+from storage.engine import Database, open_database
+from storage.schema import ensure_schema
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -33,6 +37,15 @@ def seed_path() -> Path:
     path = REPO_DIR / "seeds" / "NCT07328581.txt"
     assert path.is_file(), f"seed missing: {path}"
     return path
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A new SQLite database file, ``tmp_path / "tw.db"``, its schema at head."""
+    database = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
+    ensure_schema(database)
+    yield database
+    database.close()
 
 
 @pytest.fixture

@@ -66,14 +66,6 @@ def fake() -> Iterator[FakeHistoryRegistry]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'trialwatch.db'}")
-    ensure_schema(database)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def client(fake: FakeHistoryRegistry) -> Iterator[HistoryClient]:
     with HistoryClient(fake.history_url, requests_per_second=0, max_retries=1,
                        sleep=lambda _s: None) as history:

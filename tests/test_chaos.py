@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +26,8 @@ from subscriptions import EveryEvent
 from monitor.cycle import run_cycle
 from monitor.sources.ctgov import RegistryClient
 from monitor.watchlist import add_query, add_trials
-from storage.engine import Database, open_database
+from storage.engine import Database
 from storage.models import Event, OutboxEntry, SavedQuery, Trial, Version
-from storage.schema import ensure_schema
 
 TEMPLATE = load_fixture("NCT03934567.json")
 STATUSES = ["NOT_YET_RECRUITING", "RECRUITING", "ACTIVE_NOT_RECRUITING", "SUSPENDED",
@@ -145,14 +142,6 @@ class Chaos:
                 assert (event.old, event.new) in self.truth.transitions(event.nct_id), event
             else:
                 assert event.nct_id in self.truth.appeared, event
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'chaos.db'}")
-    ensure_schema(database)
-    yield database
-    database.close()
 
 
 def client_for(registry: FakeRegistry) -> RegistryClient:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,19 +14,10 @@ from monitor.cycle import run_cycle
 from monitor.sources.ctgov import RegistryClient
 from monitor.watchlist import add_query, add_trials
 from storage import repository as repo
-from storage.engine import Database, open_database
+from storage.engine import Database
 from storage.models import Event, OutboxEntry, Version
-from storage.schema import ensure_schema
 
 TEMPLATE = load_fixture("NCT03934567.json")
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
-    ensure_schema(database)
-    yield database
-    database.close()
 
 
 def client_for(registry: FakeRegistry, **kwargs: Any) -> RegistryClient:

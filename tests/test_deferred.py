@@ -3,9 +3,7 @@ the transaction that queued them, or not at all."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,17 +11,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from storage import deferred
-from storage.engine import Database, open_database
+from storage.engine import Database
 from storage.models import Trial
-from storage.schema import ensure_schema
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
-    ensure_schema(database)
-    yield database
-    database.close()
 
 
 class TrialWriter:

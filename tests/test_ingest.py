@@ -6,7 +6,7 @@ share) against a fresh database in ``tmp_path`` with real documents from the fix
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,8 @@ from subscriptions import EveryEvent
 from monitor.ingest import Observation, RecordOutcome, record_observation
 from monitor.sources.files import read_record_file
 from storage import repository as repo
-from storage.engine import Database, open_database
+from storage.engine import Database
 from storage.models import Event, OutboxEntry, Trial, Version
-from storage.schema import ensure_schema
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
-    ensure_schema(database)
-    yield database
-    database.close()
 
 
 def ingest(db: Database, path: Path, subscriptions: Any = ()) -> RecordOutcome:
