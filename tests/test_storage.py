@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,15 +42,8 @@ from storage.schema import (
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """The file of the ``db`` fixture (conftest)."""
     return tmp_path / "tw.db"
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{db_path}")
-    ensure_schema(database)
-    yield database
-    database.close()
 
 
 def store(db: Database, path: Path) -> Version:
