@@ -129,7 +129,8 @@ class App:
         return RegistryClient(str(ctgov.base_url).rstrip("/"),
                               requests_per_second=ctgov.requests_per_second,
                               timeout=ctgov.timeout.total_seconds(),
-                              max_retries=ctgov.max_retries, **options)
+                              max_retries=ctgov.max_retries,
+                              max_url_length=ctgov.max_url_length, **options)
 
     def close(self) -> None:
         if self._database is not None:

@@ -101,6 +101,10 @@ class CtgovConfig(_Table):
     requests_per_second: StrictFloat = Field(default=1.0, ge=0)
     timeout: Duration = timedelta(seconds=30)
     max_retries: StrictInt = Field(default=4, ge=0)
+    # Longest request URL: how many NCT IDs one filter.ids listing request carries (12
+    # characters each: ~600 at the default; 12,500 lets a page of 1,000 through, where
+    # the registry and any proxy in between accept such URLs).
+    max_url_length: StrictInt = Field(default=7500, ge=1000)
 
 
 class ScheduleConfig(_Table):

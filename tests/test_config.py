@@ -440,3 +440,21 @@ def test_error_in_the_default_file_is_one_line_starting_with_its_name(
     assert str(caught.value) == (
         "trialwatch.toml: schedule.interval: invalid duration '6 hours' (use e.g. 90s, 5m, 6h, 1d)"
     )
+
+
+def test_ctgov_max_url_length_sets_how_many_ids_a_listing_request_carries(
+        tmp_path: Path) -> None:
+    from monitor.app import App
+
+    (tmp_path / "trialwatch.toml").write_text("[ctgov]\nmax_url_length = 12500\n")
+    app = App(config_path=tmp_path / "trialwatch.toml", env={})
+    with app.registry_client() as client:
+        assert client.ids_per_listing_request() == 1000
+        assert client.listing_requests(10_000) == 10
+    with App(env={}).registry_client() as default:
+        assert 550 <= default.ids_per_listing_request() < 650
+
+
+def test_ctgov_max_url_length_below_1000_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"ctgov\.max_url_length"):
+        load_text(tmp_path, "[ctgov]\nmax_url_length = 200\n")
