@@ -10,7 +10,7 @@ cannot be compared); their messages are the one-line texts the CLI prints.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,8 +125,15 @@ def outbox_health(session: Session) -> dict[str, dict[str, int]]:
     return dict(sorted(repo.outbox_counts(session).items()))
 
 
-def service_status(session: Session) -> dict[str, Any]:
-    """What the database says about the service (``status --json`` minus the schedule)."""
+def service_status(session: Session, *,
+                   next_cycle: Callable[[datetime | None], datetime | None] | None = None,
+                   channels: Iterable[str] = ()) -> dict[str, Any]:
+    """``status --json``: watches, the last cycle, when the next is due, the outbox per
+    channel (every configured one, zeros included), the schema revision.
+
+    ``next_cycle`` answers when the next cycle is due given the last one's start (the
+    caller knows the schedule and any running daemon); without it the answer is null.
+    """
     from alembic.runtime.migration import MigrationContext
 
     cycle = repo.last_cycle(session)
@@ -135,11 +142,19 @@ def service_status(session: Session) -> dict[str, Any]:
         "finished_at": iso_utc(cycle.finished_at) if cycle.finished_at else None,
         "outcome": cycle.outcome, "fetched": cycle.fetched, "changed": cycle.changed,
         "events": cycle.events, "requests": cycle.requests}
+    due = next_cycle(cycle.started_at if cycle is not None else None) if next_cycle else None
+    if due is not None and due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    outbox = {name: {"pending": 0, "delivered": 0, "dead": 0} for name in channels}
+    for name, counts in outbox_health(session).items():
+        outbox.setdefault(name, {"pending": 0, "delivered": 0, "dead": 0}).update(counts)
     revision = MigrationContext.configure(session.connection()).get_current_revision()
-    return {"watched": len(repo.watched_ids(session)),
-            "queries": len(repo.saved_queries(session)),
-            "last_cycle": last_cycle, "next_cycle": None,
-            "outbox": outbox_health(session), "schema_version": revision}
+    watched = session.scalar(select(func.count()).select_from(Trial)
+                             .where(Trial.watched.is_(True)))
+    queries = session.scalar(select(func.count()).select_from(SavedQuery))
+    return {"watched": watched or 0, "queries": queries or 0, "last_cycle": last_cycle,
+            "next_cycle": iso_utc(due) if due is not None else None,
+            "outbox": dict(sorted(outbox.items())), "schema_version": revision}
 
 
 # --- Dashboard rows ------------------------------------------------------------------------

@@ -283,6 +283,25 @@ def test_api_status_reports_outbox_per_channel(client: TestClient):
     assert set(status) >= {"last_cycle", "outbox", "schema_version"}
 
 
+def test_api_status_says_when_the_next_cycle_is_due_and_lists_configured_channels(
+        db: Database):
+    from monitor.web import create_app
+
+    asked: list[datetime | None] = []
+
+    def next_cycle(last_started: datetime | None) -> datetime:
+        asked.append(last_started)
+        return datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    web = create_app(db, next_cycle=next_cycle, channels=["quiet-channel"])
+    with TestClient(web) as local:
+        status = local.get("/api/status").json()
+    assert status["next_cycle"] == "2031-01-02T03:04:05Z"
+    assert asked == [None]  # the database holds no cycle yet
+    assert status["outbox"]["quiet-channel"] == {"pending": 0, "delivered": 0, "dead": 0}
+    assert status["outbox"]["ops-hook"]["dead"] == 1
+
+
 @pytest.mark.parametrize(("path", "status"), [
     ("/api/trials/NCT09999999/history", 404),
     (f"/api/trials/{NCT}/diff?from=7", 404),

@@ -17,7 +17,8 @@ configured channel (zeros when it has no rows) and any channel that still has ro
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,6 +27,7 @@ from monitor.app import App
 from monitor.cli.output import emit_json
 
 if TYPE_CHECKING:
+    from monitor.config import Config
     from monitor.service_lock import LockState
 
 pass_app = click.make_pass_decorator(App)
@@ -67,44 +69,33 @@ def status(app: App, as_json: bool) -> None:
 
 def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:
     """The ``status --json`` payload, and the running daemon's lock record (SQLite only)."""
-    from sqlalchemy import func, select
-
-    from monitor.daemon import cycle_trigger, next_fire_function
     from monitor.service_lock import lock_path_for, read_lock_state
-    from storage import repository as repo
-    from storage.models import SavedQuery, Trial
-    from storage.schema import current_revision
+    from monitor.views import service_status
 
     config = app.config
-    db = app.database()
-    with db.transaction() as session:
-        watched = session.scalar(select(func.count()).select_from(Trial)
-                                 .where(Trial.watched.is_(True))) or 0
-        queries = session.scalar(select(func.count()).select_from(SavedQuery)) or 0
-        cycle = repo.last_cycle(session)
-        counts = repo.outbox_counts(session)
-    outbox = {name: {"pending": 0, "delivered": 0, "dead": 0}
-              for name in sorted({*config.channels, *counts})}
-    for name, by_status in counts.items():
-        outbox[name].update({k: v for k, v in by_status.items() if k in outbox[name]})
-    last_cycle = None
-    if cycle is not None:
-        last_cycle = {"started_at": _iso(cycle.started_at), "finished_at": _iso(cycle.finished_at),
-                      "outcome": cycle.outcome, "fetched": cycle.fetched,
-                      "changed": cycle.changed, "events": cycle.events,
-                      "requests": cycle.requests}
-    daemon: LockState | None = None
-    next_cycle: datetime | None = None
+    lock_path = lock_path_for(config.database.url)
+    daemon = read_lock_state(lock_path) if lock_path is not None else None
+    with app.database().transaction() as session:
+        payload = service_status(session, next_cycle=next_cycle_function(config),
+                                 channels=config.channels)
+    return payload, daemon
+
+
+def next_cycle_function(config: Config) -> Callable[[datetime | None], datetime | None]:
+    """When the next cycle is due, given the last one's start: on SQLite what the running
+    daemon's lock file says (None when no ``trialwatch run`` holds it); on PostgreSQL,
+    where workers keep no lock file, the last start plus the schedule."""
+    from monitor.daemon import cycle_trigger, next_fire_function
+    from monitor.service_lock import lock_path_for, read_lock_state
+
     lock_path = lock_path_for(config.database.url)
     if lock_path is not None:
-        daemon = read_lock_state(lock_path)
-        next_cycle = daemon.next_cycle if daemon is not None else None
-    elif cycle is not None:
-        next_cycle = next_fire_function(cycle_trigger(config.schedule))(cycle.started_at)
-    payload = {"watched": watched, "queries": queries, "last_cycle": last_cycle,
-               "next_cycle": _iso(next_cycle), "outbox": outbox,
-               "schema_version": current_revision(db)}
-    return payload, daemon
+        def from_lock(_last_started: datetime | None) -> datetime | None:
+            state = read_lock_state(lock_path)
+            return state.next_cycle if state is not None else None
+        return from_lock
+    fire = next_fire_function(cycle_trigger(config.schedule))
+    return lambda last_started: fire(last_started) if last_started is not None else None
 
 
 def render_status(payload: dict[str, Any], daemon: LockState | None, *, database: str
@@ -143,9 +134,3 @@ def _plural(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -45,9 +45,11 @@ def serve(app: App, host: str, port: int, token: str | None) -> None:
                            "token (--token or TRIALWATCH_WEB_TOKEN)")
     import uvicorn
 
+    from monitor.cli.service import next_cycle_function
     from monitor.web import create_app
 
-    web = create_app(app.database(), token=token)
+    web = create_app(app.database(), token=token, next_cycle=next_cycle_function(app.config),
+                     channels=app.config.channels)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"trialwatch: serving http://{shown}:{port}/ "
                f"({'token required' if token else 'no token'}; Ctrl-C stops)", err=True)

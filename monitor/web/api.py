@@ -83,7 +83,8 @@ def diff(request: Request) -> Response:
 def status(request: Request) -> Response:
     """Watches, last cycle, outbox pending / delivered / dead per channel, schema."""
     with database(request).transaction() as session:
-        return json_response(views.service_status(session))
+        return json_response(views.service_status(session,
+                                                  **request.app.state.status_options))
 
 
 # --- Atom feeds ----------------------------------------------------------------------------

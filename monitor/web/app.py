@@ -15,7 +15,7 @@ always escaped. Errors are clean pages, or JSON under ``/api/``; never a traceba
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -48,8 +48,12 @@ SECURITY_HEADERS = [
 ]
 
 
-def create_app(db: Database, *, token: str | None = None) -> Starlette:
-    """The read-only dashboard, feeds and JSON API over ``db``."""
+def create_app(db: Database, *, token: str | None = None,
+               next_cycle: Callable[[datetime | None], datetime | None] | None = None,
+               channels: Iterable[str] = ()) -> Starlette:
+    """The read-only dashboard, feeds and JSON API over ``db``. ``next_cycle`` and
+    ``channels`` complete ``/api/status`` as ``trialwatch status`` has it (the schedule and
+    the configured channels are the configuration's, not the database's)."""
     from monitor.web import api, pages
 
     routes = [
@@ -69,6 +73,7 @@ def create_app(db: Database, *, token: str | None = None) -> Starlette:
         HTTPException: _http_error, NotFound: _not_found, BadVersions: _bad_request,
         Exception: _server_error})
     app.state.db = db
+    app.state.status_options = {"next_cycle": next_cycle, "channels": tuple(channels)}
     app.state.templates = Jinja2Templates(env=template_environment())
     app.add_middleware(ReadOnly)
     if token:
