@@ -54,7 +54,7 @@ def test_quick_benchmark_runs_every_scenario_with_consistent_figures(tmp_path: P
     assert since["strategy"] == ["changed-since"]
     assert since["fetched"] == changed and since["events"] > 0
     # version, one changed-since page (it carries the count), one fetch page
-    assert since["requests"] == [3] and 3 <= run["request_target"]
+    assert since["requests"] == [3] and run["request_target"] >= 3
     for one in since["rounds"]:
         assert one["floor"]["requests"] == one["cycle"]["requests"]
         assert one["floor"]["documents"] == changed
