@@ -174,15 +174,6 @@ def _fetch_in_workers(client: RegistryClient, chunks: Sequence[Sequence[str]],
             yield FetchedPage(tuple(chunk), error=failure)
 
 
-def _received(receiver: Connection) -> Iterator[FetchedPage]:
-    while True:
-        try:
-            page = receiver.recv()
-        except EOFError:
-            return
-        yield page
-
-
 def _worker_main(client: RegistryClient, chunks: Sequence[Sequence[str]], page_size: int,
                  sender: Connection) -> None:
     """The forked child: fetch and prepare every chunk, send each page as it is ready.

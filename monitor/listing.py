@@ -71,7 +71,7 @@ def watch_list(db: Database, only: Sequence[str] | None) -> WatchList:
 
 
 def load_states(db: Database, only: Sequence[str] | None,
-                 among: Iterable[str] | None = None) -> dict[str, TrialState]:
+                among: Iterable[str] | None = None) -> dict[str, TrialState]:
     """States of the covered trials (all of them, or those ``among`` the given IDs)."""
     stmt = _watched(select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version),
                     only)
@@ -84,8 +84,8 @@ def load_states(db: Database, only: Sequence[str] | None,
 
 
 def list_moved(db: Database, client: RegistryClient, report: CycleReport, watch: WatchList,
-                only: Sequence[str] | None, last_ok_started: datetime | None
-                ) -> tuple[dict[str, StudyStamp], list[str], dict[str, TrialState]]:
+               only: Sequence[str] | None, last_ok_started: datetime | None
+               ) -> tuple[dict[str, StudyStamp], list[str], dict[str, TrialState]]:
     """Stamps of covered trials that may have moved, IDs a full listing did not return, and
     the states of the trials the stamps name."""
     if not watch.size:
@@ -94,7 +94,7 @@ def list_moved(db: Database, client: RegistryClient, report: CycleReport, watch:
     if last_ok_started is not None and by_ids_cost > 2:
         since = (last_ok_started - CHANGED_SINCE_OVERLAP).date()
         changes = client.changed_since(since)  # its first page tells what the rest costs
-        if changes.requests - 1 <= by_ids_cost:
+        if changes.cheaper_than(by_ids_cost):
             report.strategy = "changed-since"
             listed = {stamp.nct_id: stamp for stamp in changes}
             states = load_states(db, only, among=listed.keys() | watch.unfetched)

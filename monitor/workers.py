@@ -173,7 +173,7 @@ class _RoundWorker:
         since = (last_ok - CHANGED_SINCE_OVERLAP).date()
         try:
             changes = self.client.changed_since(since)  # its first page tells the cost
-            if changes.requests - 1 > by_ids_cost:
+            if not changes.cheaper_than(by_ids_cost):
                 return "ids", None
             with self.db.transaction() as session:
                 # every known trial, not only the watched ones: one watched during the round
@@ -225,7 +225,6 @@ class _RoundWorker:
         if strategy == "changed-since":
             return min(self.batch, FETCH_PAGE)
         return min(self.batch, self.client.ids_per_listing_request())
-
 
     def _lease(self, plan: Plan, batch: int) -> list[leases.LeasedTrial]:
         with self.db.transaction() as session:

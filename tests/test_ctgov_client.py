@@ -236,6 +236,7 @@ def test_changed_since_asks_later_pages_without_counting_again(registry, client)
     changes = client.changed_since(date(2026, 11, 20), page_size=2)
 
     assert (changes.total, changes.requests) == (5, 3)
+    assert changes.cheaper_than(2) and not changes.cheaper_than(1)  # 2 pages still to come
     assert client.requests_made == 1
     assert [s.nct_id for s in changes] == [nct(n) for n in range(1, 6)]
     later = registry.requests_to("/studies")[1:]

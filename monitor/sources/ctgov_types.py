@@ -117,3 +117,8 @@ class ChangedSinceListing:
 
     def __iter__(self) -> Iterator[StudyStamp]:
         return self.stamps
+
+    def cheaper_than(self, requests: int) -> bool:
+        """Whether finishing this listing costs no more than another listing of ``requests``
+        requests would (its first page is paid for already)."""
+        return self.requests - 1 <= requests
