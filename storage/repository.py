@@ -17,7 +17,7 @@ from sqlalchemy.orm import QueryableAttribute, Session, defer
 from sqlalchemy.orm.attributes import flag_modified
 
 from storage import deferred, event_ids
-from storage.models import Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
+from storage.models import Base, Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
 
 # Trials this session has loaded or created, by NCT ID (in ``session.info``): a cycle loads
 # a page's trials in one query, then records each of them without one SELECT per trial.
@@ -200,12 +200,12 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
     """Append the next version number for the trial and make it the latest; returns it.
 
     The row is not an ORM object: it is written with the other versions added since, in one
-    INSERT (``storage.deferred``), just before the session's next statement or its
-    commit. On SQLite the ORM inserts objects with server-generated
-    keys one statement each (it cannot tell which RETURNING row belongs to which object in a
-    multi-row INSERT): that was a third of storing a cold import. Nothing needs the row as
-    an object; the trial's ``latest_version`` moves now, and its UPDATE goes with its next
-    flush, with the same columns whatever changed (``_REWRITTEN_WITH_A_VERSION``).
+    INSERT (``storage.deferred``), just before the session's next statement or its commit.
+    On SQLite the ORM inserts objects with server-generated keys one statement each (it
+    cannot tell which RETURNING row belongs to which object in a multi-row INSERT): that
+    was a third of storing a cold import. Nothing needs the row as an object; the trial's
+    ``latest_version`` moves now, and its UPDATE goes with its next flush, with the same
+    columns whatever changed (``_REWRITTEN_WITH_A_VERSION``).
     """
     number = trial_row.latest_version + 1
     deferred.add(session, _insert_versions, {"trial_id": trial_row.id, "version": number,
@@ -226,14 +226,24 @@ _REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "remov
                              "registry_last_update", "last_error")
 
 
-def _insert_versions(session: Session, rows: list[dict[str, Any]]) -> None:
-    """The versions ``add_version`` queued, in one INSERT."""
-    session.execute(insert(Version).execution_options(**{_QUEUED_ROWS: True}), rows)
-
-
 # An INSERT of rows queued here changes nothing the caches remember (add_version updated
 # them already; events and alerts are not in them): it must not make them forget.
 _QUEUED_ROWS = "trialwatch_queued_rows"
+
+
+def _queued_insert(model: type[Base]) -> deferred.Writer:
+    """The writer of ``model`` rows queued with ``deferred.add``: one INSERT for them all."""
+    statement = insert(model).execution_options(**{_QUEUED_ROWS: True})
+
+    def write(session: Session, rows: list[dict[str, Any]]) -> None:
+        session.execute(statement, rows)
+
+    return write
+
+
+_insert_versions = _queued_insert(Version)
+_insert_events = _queued_insert(Event)
+_insert_alerts = _queued_insert(OutboxEntry)
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
@@ -249,10 +259,6 @@ def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, An
             "old": e["old"], "new": e["new"], "severity": e["severity"],
             "summary": e["summary"], "detected_at": detected_at, "historical": historical})
     return ids
-
-
-def _insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
-    session.execute(insert(Event).execution_options(**{_QUEUED_ROWS: True}), rows)
 
 
 def events(session: Session, trial_row: Trial, *, kinds: Sequence[str] | None = None,
@@ -280,10 +286,6 @@ def enqueue_alert(session: Session, *, channel: str, trial_row: Trial, version_n
         "version": version_number, "event_ids": event_ids, "status": "pending",
         "attempts": 0, "next_attempt_at": now, "created_at": now})
     return alert_id
-
-
-def _insert_alerts(session: Session, rows: list[dict[str, Any]]) -> None:
-    session.execute(insert(OutboxEntry).execution_options(**{_QUEUED_ROWS: True}), rows)
 
 
 def outbox_counts(session: Session) -> dict[str, dict[str, int]]:
