@@ -120,9 +120,10 @@ def stored_diff(session: Session, nct_id: str, from_version: int | None = None,
             "events": events}
 
 
-def outbox_health(session: Session) -> dict[str, dict[str, int]]:
-    """Per channel: alerts pending, delivered and dead (dead letters need attention)."""
-    return dict(sorted(repo.outbox_counts(session).items()))
+def outbox_health(session: Session, channels: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+    """Per channel (and each of ``channels``, zeros included): alerts pending, delivered and
+    dead (dead letters need attention)."""
+    return dict(sorted(repo.outbox_counts(session, channels).items()))
 
 
 def service_status(session: Session, *,
@@ -145,16 +146,13 @@ def service_status(session: Session, *,
     due = next_cycle(cycle.started_at if cycle is not None else None) if next_cycle else None
     if due is not None and due.tzinfo is None:
         due = due.replace(tzinfo=UTC)
-    outbox = {name: {"pending": 0, "delivered": 0, "dead": 0} for name in channels}
-    for name, counts in outbox_health(session).items():
-        outbox.setdefault(name, {"pending": 0, "delivered": 0, "dead": 0}).update(counts)
     revision = MigrationContext.configure(session.connection()).get_current_revision()
     watched = session.scalar(select(func.count()).select_from(Trial)
                              .where(Trial.watched.is_(True)))
     queries = session.scalar(select(func.count()).select_from(SavedQuery))
     return {"watched": watched or 0, "queries": queries or 0, "last_cycle": last_cycle,
             "next_cycle": iso_utc(due) if due is not None else None,
-            "outbox": dict(sorted(outbox.items())), "schema_version": revision}
+            "outbox": outbox_health(session, channels), "schema_version": revision}
 
 
 # --- Dashboard rows ------------------------------------------------------------------------

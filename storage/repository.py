@@ -288,10 +288,13 @@ def enqueue_alert(session: Session, *, channel: str, trial_row: Trial, version_n
     return alert_id
 
 
-def outbox_counts(session: Session) -> dict[str, dict[str, int]]:
+def outbox_counts(session: Session, channels: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+    """Alerts pending, delivered and dead per channel: every channel that has rows, and each
+    of ``channels`` (zeros when it has none)."""
     stmt = select(OutboxEntry.channel, OutboxEntry.status, func.count()).group_by(
         OutboxEntry.channel, OutboxEntry.status)
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict[str, int]] = {
+        channel: {"pending": 0, "delivered": 0, "dead": 0} for channel in channels}
     for channel, status, n in session.execute(stmt):
         counts.setdefault(channel, {"pending": 0, "delivered": 0, "dead": 0})[status] = n
     return counts
