@@ -3,7 +3,8 @@
     python -m bench.cycle_worker setup DB_URL N          # schema + N watched trials
     python -m bench.cycle_worker cycle DB_URL BASE_URL   # one run_cycle; JSON on stdout
 
-``cycle`` runs ``monitor.cycle.run_cycle`` exactly as ``trialwatch check`` / the daemon do
+``cycle`` runs ``trialwatch.monitor.cycle.run.run_cycle`` exactly as ``trialwatch check`` / the
+daemon do
 (``RegistryClient(requests_per_second=0)``) and prints its figures: seconds inside
 ``run_cycle``, requests, strategy, fetched, changed, events, peak RSS (VmHWM).
 """
@@ -42,9 +43,9 @@ def setup(db_url: str, n: int) -> dict[str, Any]:
     from sqlalchemy import insert
 
     from bench.synthetic import nct_of
-    from storage.engine import open_database
-    from storage.models import Trial
-    from storage.schema import ensure_schema
+    from trialwatch.storage.engine import open_database
+    from trialwatch.storage.models import Trial
+    from trialwatch.storage.schema import ensure_schema
 
     started = time.perf_counter()
     db = open_database(db_url)
@@ -63,10 +64,10 @@ def cycle(db_url: str, base_url: str, profile: str | None = None) -> dict[str, A
     """One ``run_cycle``. ``BENCH_MAX_URL_LENGTH`` (``--quick`` only) shrinks the client's URL
     limit so that a tiny watch list still needs several listing requests; ``BENCH_SHARED``
     ``0``/``1`` forces ``run_cycle(shared=...)`` (default: shared rounds on PostgreSQL)."""
-    from monitor.cycle import run_cycle
-    from monitor.logs import configure_logging
-    from monitor.sources.ctgov import RegistryClient
-    from storage.engine import open_database
+    from trialwatch.monitor.cycle.run import run_cycle
+    from trialwatch.monitor.service.logs import configure_logging
+    from trialwatch.monitor.sources.ctgov.client import RegistryClient
+    from trialwatch.storage.engine import open_database
 
     configure_logging("json", "warning")
     db = open_database(db_url)

@@ -10,7 +10,8 @@ What runs where (three kinds of process, so each one's CPU and memory are its ow
 
 * the registry: ``bench.synthetic`` serves N synthetic studies made from the real documents
   in ``tests/fixtures/ctgov`` (``tests/registry_server.FakeRegistry``, a real HTTP server);
-* trialwatch: ``bench.cycle_worker`` runs ``monitor.cycle.run_cycle`` (the code ``check``
+* trialwatch: ``bench.cycle_worker`` runs ``trialwatch.monitor.cycle.run.run_cycle`` (the code
+  ``check``
   and the daemon run) with ``RegistryClient(requests_per_second=0)``, one process per cycle;
   its peak RSS is read from the kernel (``wait4`` rusage and ``VmHWM``);
 * the floor (``bench.floor``) replays the very requests of each trialwatch cycle, doing only
@@ -124,7 +125,7 @@ def request_target(n: int, changed: int) -> int:
 
 
 def ids_listing_requests(n: int, base_url: str) -> int:
-    from monitor.sources.ctgov import RegistryClient
+    from trialwatch.monitor.sources.ctgov.client import RegistryClient
 
     limit = int(os.environ.get("BENCH_MAX_URL_LENGTH") or 0)
     with RegistryClient(base_url, requests_per_second=0) as client:
@@ -298,7 +299,7 @@ def bench_cli(workdir: Path, *, repeat: int, log: Any = print) -> dict[str, Any]
     events = orjson.loads(subprocess.run([cli, *db, "diff", nct_id, "--json"], cwd=folder,
                                          capture_output=True, env=_cli_env()).stdout)["events"]
     help_ = timed([cli, "--help"], cwd=folder, repeat=repeat)
-    imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "monitor.cli",
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "trialwatch.monitor.cli",
                               "--help"], cwd=folder, capture_output=True, env=_cli_env())
     modules = {line.split("|")[-1].strip() for line in imports.stderr.decode().splitlines()
                if line.startswith("import time:")}

@@ -1,6 +1,7 @@
 """Backfill: import every past registry version of a trial, diffed, never alerted.
 
-The registry's history (``monitor.sources.ctgov_history``) lists versions R0..RN. Each one
+The registry's history (``trialwatch.monitor.sources.ctgov.history``) lists versions R0..RN. Each
+one
 imported becomes a stored version with ``registry_version`` = its registry number,
 ``source="backfill"``, ``historical=True`` and ``fetched_at`` = its posting date (midnight
 UTC); the events between consecutive versions are stored ``historical`` and are never put
@@ -60,16 +61,16 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from monitor.diff import diff_records
-from monitor.events import sort_key
-from monitor.ingest import Observation, iso_utc, record_observation
-from monitor.record import ParseError, TrialRecord
-from monitor.sources.ctgov import BadRegistryResponse, RegistryError
-from monitor.sources.ctgov_history import HistoricalStudy, HistoryClient, HistoryEntry
-from monitor.sources.ctgov_json import parse_study
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import Event, Trial, Version
+from trialwatch.monitor.diff import diff_records
+from trialwatch.monitor.events import sort_key
+from trialwatch.monitor.record import ParseError, TrialRecord
+from trialwatch.monitor.sources.ctgov.client import BadRegistryResponse, RegistryError
+from trialwatch.monitor.sources.ctgov.history import HistoricalStudy, HistoryClient, HistoryEntry
+from trialwatch.monitor.sources.ctgov.parser import parse_study
+from trialwatch.monitor.versioning import Observation, iso_utc, record_observation
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Event, Trial, Version
 
 __all__ = ["BACKFILL_SOURCE", "RAW_FORMAT", "TrialBackfill", "backfill_trial"]
 

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.events import ChangeEvent, humanize, shorten, sort_key
-from monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
+from trialwatch.monitor.events import ChangeEvent, humanize, shorten, sort_key
+from trialwatch.monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
 
 
 @dataclass(frozen=True)

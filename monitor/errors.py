@@ -24,7 +24,7 @@ def database_busy(exc: BaseException, database: str | None = None) -> CommandErr
     if type(exc).__name__ != "OperationalError" or not any(
             text in str(exc) for text in ("database is locked", "database is busy")):
         return None
-    from storage.engine import SQLITE_BUSY_TIMEOUT_MS
+    from trialwatch.storage.engine import SQLITE_BUSY_TIMEOUT_MS
 
     where = f"database {database}: " if database else ""
     return CommandError(

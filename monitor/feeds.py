@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from monitor import __version__
-from monitor.events import humanize
+from trialwatch.monitor import __version__
+from trialwatch.monitor.events import humanize
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 ATOM_MEDIA_TYPE = "application/atom+xml; charset=utf-8"
@@ -34,7 +34,8 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 
 
 class ChangeGroup(Protocol):
-    """One trial version's events, most severe first (``monitor.views.VersionChanges``)."""
+    """One trial version's events, most severe first
+    (``trialwatch.monitor.views.VersionChanges``)."""
 
     @property
     def nct_id(self) -> str: ...

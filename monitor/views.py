@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from monitor.diff import diff_records
-from monitor.events import KINDS, SEVERITY_RANK
-from monitor.ingest import iso_utc
-from monitor.record import TrialRecord
-from storage import repository as repo
-from storage.models import Event, QueryMatch, SavedQuery, Trial, Version
+from trialwatch.monitor.diff import diff_records
+from trialwatch.monitor.events import KINDS, SEVERITY_RANK
+from trialwatch.monitor.record import TrialRecord
+from trialwatch.monitor.versioning import iso_utc
+from trialwatch.storage import repository as repo
+from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial, Version
 
 STUDY_URL = "https://clinicaltrials.gov/study/{nct_id}"
 #: How far back a high-severity change counts as "recent" on the dashboard.
@@ -378,7 +378,7 @@ def changes_feed(session: Session, *, nct_id: str | None = None, query: str | No
     """
     from urllib.parse import quote
 
-    from monitor.feeds import FeedInfo, render_feed
+    from trialwatch.monitor.feeds import FeedInfo, render_feed
 
     groups = recent_changes(session, nct_id=nct_id, query=query, limit=limit)
     base = base_url.rstrip("/") if base_url else None

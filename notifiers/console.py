@@ -6,8 +6,8 @@ import sys
 from collections.abc import Mapping
 from typing import ClassVar, Literal, TextIO
 
-from notifiers.base import Alert, DeliveryError, NotifierConfig
-from notifiers.render import render_text, subject
+from trialwatch.notifiers.base import Alert, DeliveryError, NotifierConfig
+from trialwatch.notifiers.render import render_text, subject
 
 
 class ConsoleConfig(NotifierConfig):

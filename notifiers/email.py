@@ -22,7 +22,7 @@ from typing import Annotated, ClassVar, Literal
 import structlog
 from pydantic import AfterValidator, Field, SecretStr
 
-from notifiers.base import (
+from trialwatch.notifiers.base import (
     Alert,
     ConfigurationError,
     DeliveryError,
@@ -31,7 +31,7 @@ from notifiers.base import (
     Seconds,
     secret_from_env,
 )
-from notifiers.render import clean_line, render_html, render_text, subject
+from trialwatch.notifiers.render import clean_line, render_html, render_text, subject
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -1,6 +1,7 @@
 """Outbox delivery: at-least-once, with exponential backoff, leases and a dead letter.
 
-Rows are written by ``monitor.ingest`` in the same transaction as the events they carry.
+Rows are written by ``trialwatch.monitor.versioning`` in the same transaction as the events they
+carry.
 Delivery is three short steps, so a crash anywhere loses nothing:
 
 1. *claim* due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never
@@ -23,10 +24,10 @@ from typing import Any
 import structlog
 from sqlalchemy import or_, select, update
 
-from notifiers.base import Alert, Notifier
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import OutboxEntry, Trial
+from trialwatch.notifiers.base import Alert, Notifier
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import OutboxEntry, Trial
 
 log = structlog.get_logger(__name__)
 

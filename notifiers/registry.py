@@ -23,10 +23,10 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
-from notifiers.base import ConfigurationError, Notifier
-from notifiers.console import ConsoleNotifier
-from notifiers.email import EmailNotifier
-from notifiers.webhook import WebhookNotifier
+from trialwatch.notifiers.base import ConfigurationError, Notifier
+from trialwatch.notifiers.console import ConsoleNotifier
+from trialwatch.notifiers.email import EmailNotifier
+from trialwatch.notifiers.webhook import WebhookNotifier
 
 ENTRY_POINT_GROUP = "trialwatch.notifiers"
 

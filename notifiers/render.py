@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, LiteralString
 
-from notifiers.base import Alert
+from trialwatch.notifiers.base import Alert
 
 #: Characters that reorder or hide text (Trojan-Source style); never useful in alerts.
 _BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

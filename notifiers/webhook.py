@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import AfterValidator, Field
 
-from monitor import __version__
-from notifiers.base import (
+from trialwatch.monitor import __version__
+from trialwatch.notifiers.base import (
     Alert,
     ConfigurationError,
     DeliveryError,

@@ -9,7 +9,8 @@ one before it could write its alerts. With ids given up front, both go in bulk s
 * PostgreSQL: ids come from the column's own sequence, ``BLOCK`` at a time (``nextval`` in
   one query); ids a transaction does not use are skipped, as sequences allow.
 * SQLite: every transaction holds the database's write lock from its start (BEGIN
-  IMMEDIATE, ``storage.engine``), so the ids after ``max(id)`` are this transaction's: the
+  IMMEDIATE, ``trialwatch.storage.engine``), so the ids after ``max(id)`` are this transaction's:
+  the
   first call reads it, later ones count on (SQLite itself would pick ``max(id) + 1``).
 
 What a transaction was handed is forgotten when its outermost transaction ends.
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Event
+from trialwatch.storage.models import Event
 
 BLOCK = 256  # ids asked from a PostgreSQL sequence at once
 

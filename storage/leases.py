@@ -8,7 +8,8 @@ that dies leaves its lease to expire, after which any worker takes the batch ove
 
 Lease times come from the database clock (``now()`` on PostgreSQL), so workers on hosts
 whose clocks disagree still agree on when a lease has expired. Every function here takes a
-Session; callers own the (short) transactions. The orchestration is ``monitor.workers``.
+Session; callers own the (short) transactions. The orchestration is
+``trialwatch.monitor.cycle.workers``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 from sqlalchemy import func, not_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from storage import repository as repo
-from storage.models import CycleRound, SavedQuery, Trial
+from trialwatch.storage import repository as repo
+from trialwatch.storage.models import CycleRound, SavedQuery, Trial
 
 # pg_advisory_xact_lock key serializing "find or open the round" (any constant will do).
 ROUND_LOCK_KEY = 0x7472_6961_6C77  # "trialw"

@@ -1,11 +1,12 @@
 """SQLAlchemy 2.x models: trials, their versions, change events, alert outbox, queries, cycles.
 
 ``CycleRound`` and the trial lease columns let several workers share one PostgreSQL database
-(see ``monitor.workers``): a round is one pass over the watched trials for one registry data
+(see ``trialwatch.monitor.cycle.workers``): a round is one pass over the watched trials for one
+registry data
 load; each trial records the round it was last checked in.
 
 Documents (canonical records, event values) are JSON on SQLite and JSONB on PostgreSQL.
-The raw registry document is kept compressed (``storage.raw_codec``) beside its canonical
+The raw registry document is kept compressed (``trialwatch.storage.raw_codec``) beside its canonical
 record, so a newer parser can re-derive records later.
 """
 

@@ -16,8 +16,17 @@ from sqlalchemy import ColumnElement, any_, event, func, insert, inspect, litera
 from sqlalchemy.orm import QueryableAttribute, Session, defer
 from sqlalchemy.orm.attributes import flag_modified
 
-from storage import deferred, event_ids
-from storage.models import Base, Cycle, Event, OutboxEntry, QueryMatch, SavedQuery, Trial, Version
+from trialwatch.storage import deferred, event_ids
+from trialwatch.storage.models import (
+    Base,
+    Cycle,
+    Event,
+    OutboxEntry,
+    QueryMatch,
+    SavedQuery,
+    Trial,
+    Version,
+)
 
 # Trials this session has loaded or created, by NCT ID (in ``session.info``): a cycle loads
 # a page's trials in one query, then records each of them without one SELECT per trial.
@@ -200,7 +209,8 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
     """Append the next version number for the trial and make it the latest; returns it.
 
     The row is not an ORM object: it is written with the other versions added since, in one
-    INSERT (``storage.deferred``), just before the session's next statement or its commit.
+    INSERT (``trialwatch.storage.deferred``), just before the session's next statement or its
+    commit.
     On SQLite the ORM inserts objects with server-generated keys one statement each (it
     cannot tell which RETURNING row belongs to which object in a multi-row INSERT): that
     was a third of storing a cold import. Nothing needs the row as an object; the trial's
@@ -248,7 +258,7 @@ _insert_alerts = _queued_insert(OutboxEntry)
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
                *, detected_at: datetime, historical: bool = False) -> list[int]:
-    """Store events; returns their ids, given now (``storage.event_ids``) so that alerts
+    """Store events; returns their ids, given now (``trialwatch.storage.event_ids``) so that alerts
     can name them. The rows are queued and written in bulk with the rest of the page."""
     listed = list(events)
     ids = event_ids.allocate(session, len(listed))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from storage.engine import Database
+from trialwatch.storage.engine import Database
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, Table, func, insert, select, text
 
-from storage.engine import Database
-from storage.models import Base
-from storage.schema import current_revision, head_revision, is_empty, upgrade_connection
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Base
+from trialwatch.storage.schema import current_revision, head_revision, is_empty, upgrade_connection
 
 BATCH_ROWS = 500
 
@@ -84,7 +84,7 @@ def copy_database(source: Database, target: Database, *,
 
 def _snapshot(connection: Connection) -> None:
     """Read every table in one transaction, so the copy is one consistent point in time."""
-    if connection.dialect.name == "sqlite":  # storage.engine begins it (BEGIN IMMEDIATE)
+    if connection.dialect.name == "sqlite":  # trialwatch.storage.engine begins it (BEGIN IMMEDIATE)
         connection.exec_driver_sql("SELECT 1")
     elif connection.dialect.name == "postgresql":
         connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifiers.base import Alert
+from trialwatch.notifiers.base import Alert
 
 STATUS_EVENT: dict[str, Any] = {
     "nct_id": "NCT07328581",

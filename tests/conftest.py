@@ -10,8 +10,8 @@ import pytest
 from receivers import WebhookReceiver, webhook_receiver
 from registry_server import FakeRegistry
 
-from storage.engine import Database, open_database
-from storage.schema import ensure_schema
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.schema import ensure_schema
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,8 @@
 
 ``WebhookReceiver`` is a stdlib HTTP server on 127.0.0.1 that records every POST; it can
 answer with another status (``status = 500``) or hold each request (``delay``) to keep a
-delivery in flight. ``DaemonProcess`` runs ``python -m monitor.cli ...`` with its stderr (JSON
+delivery in flight. ``DaemonProcess`` runs ``python -m trialwatch.monitor.cli ...`` with its stderr
+(JSON
 log lines) in a file, and polls it: every wait has a timeout, none is a fixed sleep.
 """
 
@@ -110,7 +111,7 @@ class WebhookReceiver:
 
 def trialwatch(*args: str) -> list[str]:
     """The command line of ``trialwatch ARGS`` run by this interpreter."""
-    return [sys.executable, "-m", "monitor.cli", *args]
+    return [sys.executable, "-m", "trialwatch.monitor.cli", *args]
 
 
 def base_env(**extra: str) -> dict[str, str]:

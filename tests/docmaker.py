@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from monitor.record import TrialRecord
-from monitor.sources.ctgov_json import parse_study
+from trialwatch.monitor.record import TrialRecord
+from trialwatch.monitor.sources.ctgov.parser import parse_study
 
 TESTS_DIR = Path(__file__).resolve().parent
 FIXTURES = TESTS_DIR / "fixtures" / "ctgov"

@@ -1,6 +1,7 @@
 """A subscription for tests: routes events to one channel without a config file.
 
-It has the shape ``monitor.ingest.Subscription`` asks for (``channel`` + ``matches``);
+It has the shape ``trialwatch.monitor.versioning.Subscription`` asks for (``channel`` +
+``matches``);
 ``kinds=None`` takes every event.
 """
 

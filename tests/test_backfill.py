@@ -26,23 +26,23 @@ from registry_server import Fault
 from sqlalchemy import func, select
 from subscriptions import EveryEvent
 
-from monitor.backfill import backfill_trial
-from monitor.cli import cli
-from monitor.cli.backfill import history_client
-from monitor.config import CtgovConfig
-from monitor.ingest import Observation, record_observation
-from monitor.sources.ctgov_history import (
+from trialwatch.monitor.backfill import backfill_trial
+from trialwatch.monitor.cli import cli
+from trialwatch.monitor.cli.backfill import history_client
+from trialwatch.monitor.config.settings import CtgovConfig
+from trialwatch.monitor.sources.ctgov.history import (
     BadHistoryResponse,
     HistoryClient,
     html_to_text,
     normalize_study,
 )
-from monitor.sources.ctgov_json import parse_study
-from monitor.sources.ratelimit import RateLimiter
-from storage import repository as repo
-from storage.engine import Database, open_database
-from storage.models import Event, OutboxEntry, Version
-from storage.schema import ensure_schema
+from trialwatch.monitor.sources.ctgov.parser import parse_study
+from trialwatch.monitor.sources.ctgov.ratelimit import RateLimiter
+from trialwatch.monitor.versioning import Observation, record_observation
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.models import Event, OutboxEntry, Version
+from trialwatch.storage.schema import ensure_schema
 
 VERSIONS = 7  # registry versions 0..6
 KINDS_BY_REGISTRY_VERSION = {  # the changes each registry version brings (none for 0)

@@ -23,11 +23,11 @@ from registry_server import FakeRegistry, Fault, LoggedRequest, load_fixture, ma
 from sqlalchemy import select
 from subscriptions import EveryEvent
 
-from monitor.cycle import run_cycle
-from monitor.sources.ctgov import RegistryClient
-from monitor.watchlist import add_query, add_trials
-from storage.engine import Database
-from storage.models import Event, OutboxEntry, SavedQuery, Trial, Version
+from trialwatch.monitor.cycle.run import run_cycle
+from trialwatch.monitor.cycle.watchlist import add_query, add_trials
+from trialwatch.monitor.sources.ctgov.client import RegistryClient
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Event, OutboxEntry, SavedQuery, Trial, Version
 
 TEMPLATE = load_fixture("NCT03934567.json")
 STATUSES = ["NOT_YET_RECRUITING", "RECRUITING", "ACTIVE_NOT_RECRUITING", "SUSPENDED",

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 from docmaker import SEED_JSON, SEED_PAGE, fixture_path, study, truncated, write
 
-from monitor.cli import cli
+from trialwatch.monitor.cli import cli
 
 TRIALWATCH = Path(sys.executable).parent / "trialwatch"
 

@@ -26,7 +26,7 @@ from docmaker import (
     write,
 )
 
-from monitor.cli import cli
+from trialwatch.monitor.cli import cli
 
 ENV_CLEARED: dict[str, str | None] = {
     "TRIALWATCH_DB": None, "TRIALWATCH_LOG_FORMAT": None, "TRIALWATCH_LOG_LEVEL": None,

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 
-from monitor.cli import cli
+from trialwatch.monitor.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = load_fixture("NCT03934567.json")
@@ -36,12 +36,14 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run(*args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], cwd=REPO, text=True,
+    return subprocess.run([sys.executable, "-m", "trialwatch.monitor.cli", *args],
+                          cwd=REPO, text=True,
                           capture_output=True, timeout=timeout, env=env(**extra))
 
 
 def start(*args: str, **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "monitor.cli", *args], cwd=REPO, text=True,
+    return subprocess.Popen([sys.executable, "-m", "trialwatch.monitor.cli", *args],
+                            cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(**extra))
 
 
@@ -147,9 +149,9 @@ def test_check_and_ingest_wait_for_a_short_write_transaction(workspace: Path) ->
 ], ids=lambda a: a[0])
 def test_a_lock_held_past_the_busy_timeout_is_a_one_line_busy_error(
         workspace: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
-    import storage.engine
+    import trialwatch.storage.engine
 
-    monkeypatch.setattr(storage.engine, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(trialwatch.storage.engine, "SQLITE_BUSY_TIMEOUT_MS", 300)
     db_path = workspace / "tw.db"
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -231,10 +233,10 @@ def test_check_and_ingest_while_the_daemon_runs_on_the_same_file(
 
 def test_a_lock_taken_in_the_middle_of_an_ingest_stops_it_cleanly_and_a_rerun_finishes(
         workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import storage.engine
-    from monitor.sources import files
+    import trialwatch.storage.engine
+    from trialwatch.monitor.sources import files
 
-    monkeypatch.setattr(storage.engine, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(trialwatch.storage.engine, "SQLITE_BUSY_TIMEOUT_MS", 300)
     db_path, config = workspace / "tw.db", str(workspace / "trialwatch.toml")
     holder = sqlite3.connect(db_path, isolation_level=None)
     read = files.read_record_file
@@ -264,10 +266,10 @@ def test_a_lock_taken_in_the_middle_of_an_ingest_stops_it_cleanly_and_a_rerun_fi
 def test_an_older_document_stored_after_a_newer_one_is_no_change_back(tmp_path: Path) -> None:
     """``run`` and ``check`` fetch the same trial; the slower one commits the older document
     last. That is not the trial changing back (a false alert): it is stale, and ignored."""
-    from monitor.ingest import Observation, record_observation
-    from monitor.sources.ctgov_json import parse_study
-    from storage.engine import open_database
-    from storage.schema import ensure_schema
+    from trialwatch.monitor.sources.ctgov.parser import parse_study
+    from trialwatch.monitor.versioning import Observation, record_observation
+    from trialwatch.storage.engine import open_database
+    from trialwatch.storage.schema import ensure_schema
 
     db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
     ensure_schema(db)

@@ -9,14 +9,14 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from monitor.config import (
+from trialwatch.monitor.config.durations import format_duration, parse_cron, parse_duration
+from trialwatch.monitor.config.settings import (
     DEFAULT_KINDS,
     Config,
     ConfigError,
     Subscription,
     load_config,
 )
-from monitor.durations import format_duration, parse_cron, parse_duration
 
 # Copied verbatim from DESIGN.md, "Configuration".
 DESIGN_EXAMPLE = """\
@@ -444,7 +444,7 @@ def test_error_in_the_default_file_is_one_line_starting_with_its_name(
 
 def test_ctgov_max_url_length_sets_how_many_ids_a_listing_request_carries(
         tmp_path: Path) -> None:
-    from monitor.app import App
+    from trialwatch.monitor.service.context import App
 
     (tmp_path / "trialwatch.toml").write_text("[ctgov]\nmax_url_length = 12500\n")
     app = App(config_path=tmp_path / "trialwatch.toml", env={})

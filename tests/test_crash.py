@@ -34,9 +34,9 @@ import pytest
 from receivers import WebhookReceiver
 from registry_server import make_study, nct
 
-from notifiers.outbox import DeliveryPolicy, deliver_due
-from notifiers.registry import build_channel
-from storage.engine import open_database
+from trialwatch.notifiers.outbox import DeliveryPolicy, deliver_due
+from trialwatch.notifiers.registry import build_channel
+from trialwatch.storage.engine import open_database
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = orjson.loads((REPO / "tests" / "fixtures" / "ctgov" / "constructed"
@@ -69,7 +69,8 @@ def write_config(tmp_path: Path, hook: WebhookReceiver) -> Path:
 
 
 def trialwatch(config: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "monitor.cli", "--config", str(config), *args],
+    return subprocess.Popen([sys.executable, "-m", "trialwatch.monitor.cli", "--config",
+                             str(config), *args],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "TRIALWATCH_LOG_LEVEL": "error"})
 

@@ -16,8 +16,8 @@ import pytest
 import structlog
 from registry_server import FakeRegistry, Fault, load_fixture, make_study, nct
 
-import monitor
-from monitor.sources.ctgov import (
+import trialwatch.monitor
+from trialwatch.monitor.sources.ctgov.client import (
     MAX_URL_LENGTH,
     BadRegistryResponse,
     FetchedStudy,
@@ -448,7 +448,7 @@ def test_zero_requests_per_second_means_unlimited(registry, client, fake_time):
 def test_user_agent_names_trialwatch_and_its_version(registry, client):
     client.version()
     assert registry.requests[0].headers["user-agent"] == (
-        f"trialwatch/{monitor.__version__} (+https://github.com/trialwatch/trialwatch)"
+        f"trialwatch/{trialwatch.monitor.__version__} (+https://github.com/trialwatch/trialwatch)"
     )
 
 

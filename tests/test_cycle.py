@@ -10,12 +10,12 @@ from registry_server import FakeRegistry, Fault, load_fixture, make_study, nct
 from sqlalchemy import func, select
 from subscriptions import EveryEvent
 
-from monitor.cycle import run_cycle
-from monitor.sources.ctgov import RegistryClient
-from monitor.watchlist import add_query, add_trials
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import Event, OutboxEntry, Version
+from trialwatch.monitor.cycle.run import run_cycle
+from trialwatch.monitor.cycle.watchlist import add_query, add_trials
+from trialwatch.monitor.sources.ctgov.client import RegistryClient
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Event, OutboxEntry, Version
 
 TEMPLATE = load_fixture("NCT03934567.json")
 
@@ -276,7 +276,7 @@ def test_check_json_reports_records_events_and_requests(tmp_path, registry):
 
     from click.testing import CliRunner
 
-    from monitor.cli import cli
+    from trialwatch.monitor.cli import cli
 
     ids = populate(registry, 2)
     env = {"TRIALWATCH_CTGOV_URL": registry.base_url}
@@ -297,7 +297,7 @@ def test_check_json_reports_records_events_and_requests(tmp_path, registry):
 def test_watch_rejects_a_malformed_id_and_reports_one_unknown_to_the_registry(tmp_path, registry):
     from click.testing import CliRunner
 
-    from monitor.cli import cli
+    from trialwatch.monitor.cli import cli
 
     populate(registry, 1)
     env = {"TRIALWATCH_CTGOV_URL": registry.base_url}

@@ -1,6 +1,6 @@
 """``trialwatch run``: the real daemon as a subprocess against a local registry and webhook.
 
-Each test starts ``python -m monitor.cli run`` on a temporary SQLite file with a 1 s
+Each test starts ``python -m trialwatch.monitor.cli run`` on a temporary SQLite file with a 1 s
 schedule, a ``FakeRegistry`` (tests/registry_server.py) serving a real API v2 document and
 a ``WebhookReceiver`` thread; waits poll the daemon's JSON log lines with timeouts. The
 in-process tests at the end pin down the lock, the metrics and the schedule helpers.
@@ -33,10 +33,15 @@ from daemon_helpers import (
 )
 from registry_server import FakeRegistry, Fault, load_fixture, make_study
 
-from monitor.config import ScheduleConfig
-from monitor.daemon import cycle_trigger, next_fire_function
-from monitor.metrics import Metrics
-from monitor.service_lock import AlreadyRunning, ServiceLock, lock_path_for, read_lock_state
+from trialwatch.monitor.config.settings import ScheduleConfig
+from trialwatch.monitor.service.daemon import cycle_trigger, next_fire_function
+from trialwatch.monitor.service.lock import (
+    AlreadyRunning,
+    ServiceLock,
+    lock_path_for,
+    read_lock_state,
+)
+from trialwatch.monitor.service.metrics import Metrics
 
 DOCUMENT = load_fixture(f"{FIXTURE_NCT}.json")  # overallStatus ACTIVE_NOT_RECRUITING
 SECRET = "whsec_dGVzdCBzZWNyZXQga2V5IGZvciB0aGUgZGFlbW9uIHRlc3Rz"
@@ -373,8 +378,8 @@ def test_cron_schedule_weekdays_count_from_sunday() -> None:
 def test_sample_config_is_valid_with_every_setting_enabled() -> None:
     import tomllib
 
-    from monitor.config import parse_config
-    from notifiers.registry import build_channels
+    from trialwatch.monitor.config.settings import parse_config
+    from trialwatch.notifiers.registry import build_channels
 
     sample = (Path(__file__).parents[1] / "deploy" / "trialwatch.toml").read_text()
     assert parse_config(tomllib.loads(sample), env={}).channels == {}  # all commented out
@@ -390,10 +395,10 @@ def test_sample_config_is_valid_with_every_setting_enabled() -> None:
 def test_sample_config_shows_every_key() -> None:
     from pydantic import BaseModel
 
-    from monitor import config as settings
-    from notifiers.console import ConsoleConfig
-    from notifiers.email import EmailConfig
-    from notifiers.webhook import WebhookConfig
+    from trialwatch.monitor.config import settings
+    from trialwatch.notifiers.console import ConsoleConfig
+    from trialwatch.notifiers.email import EmailConfig
+    from trialwatch.notifiers.webhook import WebhookConfig
 
     sample = (Path(__file__).parents[1] / "deploy" / "trialwatch.toml").read_text()
     models: list[type[BaseModel]] = [

@@ -1,4 +1,5 @@
-"""Queued rows (``storage.deferred``) on a real SQLite file: written once, just in time, in
+"""Queued rows (``trialwatch.storage.deferred``) on a real SQLite file: written once, just in time,
+in
 the transaction that queued them, or not at all."""
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from storage import deferred
-from storage.engine import Database
-from storage.models import Trial
+from trialwatch.storage import deferred
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Trial
 
 
 class TrialWriter:

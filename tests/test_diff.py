@@ -30,10 +30,10 @@ from docmaker import (
     study,
 )
 
-from monitor.diff import FIELD_RULES, diff_records
-from monitor.events import KINDS, SEVERITIES, ChangeEvent
-from monitor.record import SECTIONS, TrialRecord
-from monitor.sources.text_page import parse_text_page
+from trialwatch.monitor.diff import FIELD_RULES, diff_records
+from trialwatch.monitor.events import KINDS, SEVERITIES, ChangeEvent
+from trialwatch.monitor.record import SECTIONS, TrialRecord
+from trialwatch.monitor.sources.text_page import parse_text_page
 
 
 def events_between(old_doc: dict, new_doc: dict) -> list[ChangeEvent]:

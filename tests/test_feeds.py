@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 from test_web import NCT, OTHER, SCRIPT_TITLE, build_trial_database
 
-from monitor.feeds import ATOM_NS, FeedInfo, entry_id, feed_id, render_feed
-from monitor.views import VersionChanges
-from storage.engine import Database
+from trialwatch.monitor.feeds import ATOM_NS, FeedInfo, entry_id, feed_id, render_feed
+from trialwatch.monitor.views import VersionChanges
+from trialwatch.storage.engine import Database
 
 A = f"{{{ATOM_NS}}}"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -148,8 +148,8 @@ def stored_entry_ids(db: Database, versions: list[tuple[str, int]]) -> list[str]
     """The entry ids the stored versions must get: content hash + first detection time."""
     from sqlalchemy import func, select
 
-    from storage import repository as repo
-    from storage.models import Event
+    from trialwatch.storage import repository as repo
+    from trialwatch.storage.models import Event
 
     ids = []
     with db.transaction() as session:
@@ -175,7 +175,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Database:
 
 @pytest.fixture(scope="module")
 def client(db: Database) -> TestClient:
-    from monitor.web import create_app
+    from trialwatch.monitor.web import create_app
 
     with TestClient(create_app(db)) as test_client:
         yield test_client
@@ -235,7 +235,7 @@ def test_feed_entry_ids_agree_between_feeds(client: TestClient):
 # --- trialwatch feed -----------------------------------------------------------------------
 
 def run_feed(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
-    from monitor.cli import cli
+    from trialwatch.monitor.cli import cli
 
     monkeypatch.chdir(tmp_path)  # no ./trialwatch.toml
     return CliRunner().invoke(cli, ["--db", db.engine.url.render_as_string(False), "feed",
@@ -285,7 +285,7 @@ def test_feed_command_errors_are_one_line(db: Database, tmp_path: Path,
 
 
 def test_feed_timestamps_are_the_detection_times(db: Database):
-    from monitor.views import recent_changes
+    from trialwatch.monitor.views import recent_changes
 
     with db.transaction() as session:
         groups = recent_changes(session, nct_id=NCT)

@@ -1,4 +1,5 @@
-"""The fetch stage (``monitor.fetching``): pages of documents, parsed and compressed, in order,
+"""The fetch stage (``trialwatch.monitor.cycle.fetching``): pages of documents, parsed and
+compressed, in order,
 in the calling process or in a forked worker, against the real local registry."""
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ import pytest
 from daemon_helpers import base_env, trialwatch
 from registry_server import Fault, load_fixture, make_study, nct
 
-from monitor import fetching
-from monitor.fetching import (
+from trialwatch.monitor.cycle import fetching
+from trialwatch.monitor.cycle.fetching import (
     fetch_pages,
     prepare_studies,
     safe_to_fork,
     worker_pays_off,
     worth_a_worker,
 )
-from monitor.sources.ctgov import (
+from trialwatch.monitor.sources.ctgov.client import (
     BadRegistryResponse,
     RegistryBlocked,
     RegistryClient,
     RegistryUnavailable,
     TrialNotFound,
 )
-from monitor.sources.ctgov_json import parse_study
-from storage.engine import open_database
-from storage.models import Version
-from storage.raw_codec import decompress_raw
+from trialwatch.monitor.sources.ctgov.parser import parse_study
+from trialwatch.storage.engine import open_database
+from trialwatch.storage.models import Version
+from trialwatch.storage.raw_codec import decompress_raw
 
 TEMPLATE = load_fixture("NCT03934567.json")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from monitor.record import ParseError
-from monitor.sources import files
-from monitor.sources.files import ParsedDocument, iter_record_paths, read_record_file
+from trialwatch.monitor.record import ParseError
+from trialwatch.monitor.sources import files
+from trialwatch.monitor.sources.files import ParsedDocument, iter_record_paths, read_record_file
 
 CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
 JSON_FILES = sorted(CTGOV_DIR.glob("*.json"))

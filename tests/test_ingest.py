@@ -26,11 +26,11 @@ from docmaker import (
 from sqlalchemy import func, select
 from subscriptions import EveryEvent
 
-from monitor.ingest import Observation, RecordOutcome, record_observation
-from monitor.sources.files import read_record_file
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import Event, OutboxEntry, Trial, Version
+from trialwatch.monitor.sources.files import read_record_file
+from trialwatch.monitor.versioning import Observation, RecordOutcome, record_observation
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Event, OutboxEntry, Trial, Version
 
 
 def ingest(db: Database, path: Path, subscriptions: Any = ()) -> RecordOutcome:

@@ -19,10 +19,10 @@ from receivers import WebhookReceiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 from sqlalchemy import select
 
-from monitor.cli import cli
-from storage.engine import open_database
-from storage.schema import is_empty, upgrade_connection
-from storage.transfer import tables
+from trialwatch.monitor.cli import cli
+from trialwatch.storage.engine import open_database
+from trialwatch.storage.schema import is_empty, upgrade_connection
+from trialwatch.storage.transfer import tables
 
 pytestmark = pytest.mark.postgres
 

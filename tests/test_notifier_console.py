@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from alert_samples import STATUS_EVENT, sample_alert
 
-from notifiers.base import Alert, ConfigurationError, DeliveryError
-from notifiers.console import ConsoleConfig, ConsoleNotifier
-from notifiers.registry import build_channel
+from trialwatch.notifiers.base import Alert, ConfigurationError, DeliveryError
+from trialwatch.notifiers.console import ConsoleConfig, ConsoleNotifier
+from trialwatch.notifiers.registry import build_channel
 
 
 def make_alert(**overrides: Any) -> Alert:

@@ -17,9 +17,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from alert_samples import STATUS_EVENT, sample_alert
 from receivers import Mailbox, free_port, smtp_mailbox
 
-from notifiers.base import Alert, ConfigurationError, DeliveryError
-from notifiers.email import EmailConfig, EmailNotifier, message_id
-from notifiers.registry import build_channel
+from trialwatch.notifiers.base import Alert, ConfigurationError, DeliveryError
+from trialwatch.notifiers.email import EmailConfig, EmailNotifier, message_id
+from trialwatch.notifiers.registry import build_channel
 
 # aiosmtpd warns when a test server allows AUTH without TLS; that is the point of these tests.
 pytestmark = pytest.mark.filterwarnings(

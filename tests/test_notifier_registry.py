@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from notifiers.base import Alert, ConfigurationError, Notifier
-from notifiers.console import ConsoleNotifier
-from notifiers.email import EmailNotifier
-from notifiers.registry import (
+from trialwatch.notifiers.base import Alert, ConfigurationError, Notifier
+from trialwatch.notifiers.console import ConsoleNotifier
+from trialwatch.notifiers.email import EmailNotifier
+from trialwatch.notifiers.registry import (
     PluginLoadError,
     available_notifiers,
     build_channel,
@@ -21,7 +21,7 @@ from notifiers.registry import (
     describe_notifiers,
     discover_notifiers,
 )
-from notifiers.webhook import WebhookNotifier
+from trialwatch.notifiers.webhook import WebhookNotifier
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_example"
 

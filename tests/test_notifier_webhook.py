@@ -17,10 +17,10 @@ from receivers import WebhookReceiver as Receiver
 from receivers import webhook_receiver
 from standardwebhooks import Webhook
 
-import monitor
-from notifiers.base import Alert, ConfigurationError, DeliveryError
-from notifiers.registry import build_channel
-from notifiers.webhook import WebhookConfig, WebhookNotifier
+import trialwatch.monitor
+from trialwatch.notifiers.base import Alert, ConfigurationError, DeliveryError
+from trialwatch.notifiers.registry import build_channel
+from trialwatch.notifiers.webhook import WebhookConfig, WebhookNotifier
 
 KEY = b"a 32-byte key for the test hooks"
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
@@ -58,7 +58,7 @@ def test_posts_compact_json_payload_with_standard_headers(receiver: Receiver) ->
         alert.payload(), separators=(",", ":"), ensure_ascii=False
     ).encode()
     assert request.headers["content-type"] == "application/json"
-    assert request.headers["user-agent"] == f"trialwatch/{monitor.__version__}"
+    assert request.headers["user-agent"] == f"trialwatch/{trialwatch.monitor.__version__}"
     assert request.headers["webhook-id"] == "alert-0001"
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
     payload = json.loads(request.body)

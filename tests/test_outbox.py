@@ -18,11 +18,11 @@ from docmaker import recruiting_copy
 from receivers import Mailbox, WebhookReceiver, smtp_mailbox
 from standardwebhooks import Webhook
 
-from monitor.cli import cli
-from notifiers.outbox import DeliveryPolicy, deliver_due
-from notifiers.registry import build_channel
-from storage import repository as repo
-from storage.engine import open_database
+from trialwatch.monitor.cli import cli
+from trialwatch.notifiers.outbox import DeliveryPolicy, deliver_due
+from trialwatch.notifiers.registry import build_channel
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import open_database
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "NCT07328581.txt"
@@ -167,9 +167,9 @@ def test_process_killed_between_send_and_mark_resends_with_the_same_id(tmp_path,
     script = textwrap.dedent(f"""
         import os
         from datetime import timedelta
-        from notifiers.outbox import DeliveryPolicy, deliver_due
-        from notifiers.registry import build_channel
-        from storage.engine import open_database
+        from trialwatch.notifiers.outbox import DeliveryPolicy, deliver_due
+        from trialwatch.notifiers.registry import build_channel
+        from trialwatch.storage.engine import open_database
 
         class SendThenDie:
             def __init__(self, inner):

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.record import SECTIONS, ParseError, TrialRecord
-from monitor.sources.criteria import split_criteria
-from monitor.sources.ctgov_json import (
+from trialwatch.monitor.record import SECTIONS, ParseError, TrialRecord
+from trialwatch.monitor.sources.criteria import split_criteria
+from trialwatch.monitor.sources.ctgov.parser import (
     is_full_document,
     iter_page_studies,
     parse_study,

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.record import (
+from trialwatch.monitor.record import (
     LIST_IDENTITY,
     ParseError,
     TrialRecord,
@@ -25,8 +25,8 @@ from monitor.record import (
     identity_key,
     sha256_hex,
 )
-from monitor.sources.criteria import split_criteria
-from monitor.sources.ctgov_json import (
+from trialwatch.monitor.sources.criteria import split_criteria
+from trialwatch.monitor.sources.ctgov.parser import (
     MAX_DEPTH,
     _check_depth_walk,
     iter_page_studies,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.record import ParseError, TrialRecord
-from monitor.sources.ctgov_json import parse_study
-from monitor.sources.text_page import parse_text_page, split_conditions
+from trialwatch.monitor.record import ParseError, TrialRecord
+from trialwatch.monitor.sources.ctgov.parser import parse_study
+from trialwatch.monitor.sources.text_page import parse_text_page, split_conditions
 
 CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
 STUDY_FILES = sorted(CTGOV_DIR.glob("NCT*.json"))

@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select, text
 
-from monitor.cli import cli
-from notifiers.outbox import DeliveryPolicy, deliver_due
-from notifiers.registry import build_channel
-from storage import leases
-from storage.engine import Database, normalize_url, open_database
-from storage.models import OutboxEntry, Trial
-from storage.schema import ensure_schema
+from trialwatch.monitor.cli import cli
+from trialwatch.notifiers.outbox import DeliveryPolicy, deliver_due
+from trialwatch.notifiers.registry import build_channel
+from trialwatch.storage import leases
+from trialwatch.storage.engine import Database, normalize_url, open_database
+from trialwatch.storage.models import OutboxEntry, Trial
+from trialwatch.storage.schema import ensure_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "NCT07328581.txt"

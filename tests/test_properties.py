@@ -34,12 +34,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.diff import _deepdiff_change_parts, diff_records, item_change_parts
-from monitor.events import ChangeEvent
-from monitor.record import LIST_IDENTITY, ParseError, TrialRecord, is_valid_nct_id
-from monitor.sources.ctgov_json import parse_study
-from monitor.sources.files import MAX_FILE_BYTES, parse_record_bytes, read_record_file
-from monitor.sources.text_page import parse_text_page
+from trialwatch.monitor.diff import _deepdiff_change_parts, diff_records, item_change_parts
+from trialwatch.monitor.events import ChangeEvent
+from trialwatch.monitor.record import LIST_IDENTITY, ParseError, TrialRecord, is_valid_nct_id
+from trialwatch.monitor.sources.ctgov.parser import parse_study
+from trialwatch.monitor.sources.files import MAX_FILE_BYTES, parse_record_bytes, read_record_file
+from trialwatch.monitor.sources.text_page import parse_text_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ctgov"
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "NCT07328581.txt"

@@ -6,7 +6,7 @@ import zlib
 
 from docmaker import fixture_path
 
-from storage.raw_codec import compress_raw, decompress_raw, new_compressor
+from trialwatch.storage.raw_codec import compress_raw, decompress_raw, new_compressor
 
 
 def test_compressed_raw_reads_back_byte_exact() -> None:

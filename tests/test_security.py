@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from receivers import Mailbox, WebhookReceiver, smtp_mailbox, webhook_receiver
 from registry_server import FakeRegistry, load_fixture, make_study, nct
 
-from notifiers.base import Alert
-from notifiers.email import EmailConfig, EmailNotifier
+from trialwatch.notifiers.base import Alert
+from trialwatch.notifiers.email import EmailConfig, EmailNotifier
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "NCT07328581.txt"
@@ -58,7 +58,8 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def trialwatch(config: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monitor.cli", "--config", str(config), *args],
+    return subprocess.run([sys.executable, "-m", "trialwatch.monitor.cli", "--config", str(config),
+                             *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120,
                           env=env(**extra))
 

@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import update
 
-from monitor.cli import cli
-from monitor.service_lock import ServiceLock
-from storage import repository as repo
-from storage.engine import Database, open_database
-from storage.models import Cycle, OutboxEntry, SavedQuery
-from storage.schema import ensure_schema, head_revision
+from trialwatch.monitor.cli import cli
+from trialwatch.monitor.service.lock import ServiceLock
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.models import Cycle, OutboxEntry, SavedQuery
+from trialwatch.storage.schema import ensure_schema, head_revision
 
 HOOK_TOKEN = "tok-3f9a1c77e2"
 SECRET = "whsec_c3RhdHVzIG11c3QgbmV2ZXIgcHJpbnQgdGhpcw=="

@@ -23,14 +23,14 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from subscriptions import EveryEvent
 
-from monitor.ingest import Observation, record_observation
-from monitor.record import TrialRecord, canonical_dumps
-from monitor.sources.files import read_record_file
-from storage import repository as repo
-from storage.engine import Database, open_database
-from storage.models import Base, Event, OutboxEntry, Version
-from storage.raw_codec import decompress_raw
-from storage.schema import (
+from trialwatch.monitor.record import TrialRecord, canonical_dumps
+from trialwatch.monitor.sources.files import read_record_file
+from trialwatch.monitor.versioning import Observation, record_observation
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.models import Base, Event, OutboxEntry, Version
+from trialwatch.storage.raw_codec import decompress_raw
+from trialwatch.storage.schema import (
     HEAD,
     SchemaOutdated,
     current_revision,
@@ -182,8 +182,8 @@ def test_checking_a_current_schema_does_not_load_alembic(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'tw.db'}"
     ensure_schema(open_database(url))  # created (Alembic) in this process
-    script = ("import sys; from storage.engine import open_database; "
-              "from storage.schema import ensure_schema; "
+    script = ("import sys; from trialwatch.storage.engine import open_database; "
+              "from trialwatch.storage.schema import ensure_schema; "
               f"ensure_schema(open_database({url!r})); print('alembic' in sys.modules)")
     checked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              timeout=60, check=True)

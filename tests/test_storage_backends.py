@@ -25,13 +25,18 @@ from registry_server import FakeRegistry, load_fixture, make_study, nct
 from sqlalchemy import event, func, insert, select
 from subscriptions import EveryEvent
 
-from monitor.cli import cli
-from monitor.ingest import Observation, record_observation
-from monitor.sources.files import read_record_file
-from storage import repository as repo
-from storage.engine import Database, open_database
-from storage.models import Base, Event, OutboxEntry, Trial, Version
-from storage.schema import current_revision, ensure_schema, head_revision, upgrade_connection
+from trialwatch.monitor.cli import cli
+from trialwatch.monitor.sources.files import read_record_file
+from trialwatch.monitor.versioning import Observation, record_observation
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.models import Base, Event, OutboxEntry, Trial, Version
+from trialwatch.storage.schema import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    upgrade_connection,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "NCT07328581.txt"
@@ -213,8 +218,8 @@ def test_two_processes_creating_the_same_trial_at_once_both_get_it(backend_url):
     import threading
     from datetime import UTC, datetime
 
-    from storage import repository as repo
-    from storage.schema import ensure_schema
+    from trialwatch.storage import repository as repo
+    from trialwatch.storage.schema import ensure_schema
 
     first, second = open_database(backend_url), open_database(backend_url)
     ensure_schema(first)
@@ -261,7 +266,7 @@ def test_a_membership_test_over_thousands_of_ids_is_one_statement(backend_url):
 
 
 def test_event_ids_handed_out_in_one_transaction_are_distinct(backend_url):
-    from storage import event_ids
+    from trialwatch.storage import event_ids
 
     db = open_database(backend_url)
     try:
@@ -274,7 +279,7 @@ def test_event_ids_handed_out_in_one_transaction_are_distinct(backend_url):
 
 
 def test_event_ids_come_after_the_events_already_stored(backend_url, tmp_path):
-    from storage import event_ids
+    from trialwatch.storage import event_ids
 
     ingest_json(backend_url, SEED, CONSTRUCTED)
     ingest_json(backend_url, recruiting_copy(tmp_path))

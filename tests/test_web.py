@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 from subscriptions import EveryEvent
 
-from monitor.ingest import Observation, record_observation
-from monitor.sources.files import read_record_file
-from monitor.watchlist import add_query, add_trials
-from storage import repository as repo
-from storage.engine import Database, open_database
-from storage.models import OutboxEntry, QueryMatch
-from storage.schema import ensure_schema
+from trialwatch.monitor.cycle.watchlist import add_query, add_trials
+from trialwatch.monitor.sources.files import read_record_file
+from trialwatch.monitor.versioning import Observation, record_observation
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.models import OutboxEntry, QueryMatch
+from trialwatch.storage.schema import ensure_schema
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 SEED = REPO_DIR / "seeds" / "NCT07328581.txt"
@@ -107,7 +107,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Database:
 
 @pytest.fixture(scope="module")
 def client(db: Database) -> TestClient:
-    from monitor.web import create_app
+    from trialwatch.monitor.web import create_app
 
     with TestClient(create_app(db)) as test_client:
         yield test_client
@@ -115,7 +115,7 @@ def client(db: Database) -> TestClient:
 
 def cli_json(db: Database, *args: str) -> Any:
     """Run ``trialwatch --db URL ARGS`` and parse its JSON stdout."""
-    from monitor.cli import cli
+    from trialwatch.monitor.cli import cli
 
     result = CliRunner().invoke(cli, ["--db", db.engine.url.render_as_string(False), *args],
                                 catch_exceptions=False)
@@ -285,7 +285,7 @@ def test_api_status_reports_outbox_per_channel(client: TestClient):
 
 def test_api_status_says_when_the_next_cycle_is_due_and_lists_configured_channels(
         db: Database):
-    from monitor.web import create_app
+    from trialwatch.monitor.web import create_app
 
     asked: list[datetime | None] = []
 
@@ -319,7 +319,7 @@ def test_api_errors_are_json(client: TestClient, path: str, status: int):
 
 @pytest.fixture(scope="module")
 def guarded(db: Database) -> TestClient:
-    from monitor.web import create_app
+    from trialwatch.monitor.web import create_app
 
     with TestClient(create_app(db, token="s3cret-token")) as test_client:
         yield test_client
@@ -360,7 +360,7 @@ def test_stylesheet_needs_no_token(guarded: TestClient):
     ("0.0.0.0", False), ("192.168.1.10", False), ("example.org", False), ("::", False),
 ])
 def test_loopback_hosts(host: str, loopback: bool):
-    from monitor.cli.web import is_loopback
+    from trialwatch.monitor.cli.web import is_loopback
 
     assert is_loopback(host) is loopback
 
@@ -369,7 +369,7 @@ def test_serve_refuses_a_public_host_without_a_token(db: Database,
                                                      monkeypatch: pytest.MonkeyPatch):
     import uvicorn
 
-    from monitor.cli import cli
+    from trialwatch.monitor.cli import cli
 
     monkeypatch.delenv("TRIALWATCH_WEB_TOKEN", raising=False)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not start"))
@@ -385,7 +385,7 @@ def test_serve_runs_uvicorn_with_the_token_from_the_environment(
         db: Database, monkeypatch: pytest.MonkeyPatch):
     import uvicorn
 
-    from monitor.cli import cli
+    from trialwatch.monitor.cli import cli
 
     started: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))

@@ -41,7 +41,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The dashboard over a populated database, served by uvicorn on a free local port."""
     import uvicorn
 
-    from monitor.web import create_app
+    from trialwatch.monitor.web import create_app
 
     db = build_trial_database(tmp_path_factory.mktemp("browser"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

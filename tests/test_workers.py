@@ -26,14 +26,14 @@ from registry_server import FakeRegistry, Fault, LoggedRequest, load_fixture, ma
 from sqlalchemy import func, insert, select
 from subscriptions import EveryEvent
 
-from monitor.cycle import CycleReport, run_cycle
-from monitor.sources.ctgov import RegistryClient
-from monitor.watchlist import add_query
-from notifiers.outbox import DeliveryPolicy, deliver_due
-from notifiers.registry import build_channel
-from storage.engine import Database, open_database
-from storage.models import CycleRound, Event, OutboxEntry, Trial, Version
-from storage.schema import ensure_schema
+from trialwatch.monitor.cycle.run import CycleReport, run_cycle
+from trialwatch.monitor.cycle.watchlist import add_query
+from trialwatch.monitor.sources.ctgov.client import RegistryClient
+from trialwatch.notifiers.outbox import DeliveryPolicy, deliver_due
+from trialwatch.notifiers.registry import build_channel
+from trialwatch.storage.engine import Database, open_database
+from trialwatch.storage.models import CycleRound, Event, OutboxEntry, Trial, Version
+from trialwatch.storage.schema import ensure_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -178,9 +178,9 @@ def test_a_worker_killed_while_holding_a_lease_has_its_batch_finished_by_the_oth
     script = textwrap.dedent(f"""
         import sys
         from datetime import UTC, datetime, timedelta
-        from monitor.cycle import run_cycle
-        from monitor.sources.ctgov import RegistryClient
-        from storage.engine import open_database
+        from trialwatch.monitor.cycle.run import run_cycle
+        from trialwatch.monitor.sources.ctgov.client import RegistryClient
+        from trialwatch.storage.engine import open_database
 
         db = open_database({pg_url!r})
         with RegistryClient({registry.base_url!r}, requests_per_second=0, user_agent="victim",

@@ -14,26 +14,26 @@ from typing import Any
 
 import click
 
-from monitor import __version__
-from monitor.app import App
-from monitor.errors import CommandError, database_busy
+from trialwatch.monitor import __version__
+from trialwatch.monitor.errors import CommandError, database_busy
+from trialwatch.monitor.service.context import App
 
 COMMANDS: dict[str, str] = {
-    "watch": "monitor.cli.watching:watch",
-    "unwatch": "monitor.cli.watching:unwatch",
-    "list": "monitor.cli.records:list_trials",
-    "ingest": "monitor.cli.records:ingest",
-    "check": "monitor.cli.watching:check",
-    "run": "monitor.cli.service:run",
-    "diff": "monitor.cli.records:diff",
-    "history": "monitor.cli.records:history",
-    "notify": "monitor.cli.alerts:notify",
-    "outbox": "monitor.cli.alerts:outbox",
-    "status": "monitor.cli.service:status",
-    "db": "monitor.cli.db:db",
-    "backfill": "monitor.cli.backfill:backfill",
-    "serve": "monitor.cli.web:serve",
-    "feed": "monitor.cli.web:feed",
+    "watch": "trialwatch.monitor.cli.watching:watch",
+    "unwatch": "trialwatch.monitor.cli.watching:unwatch",
+    "list": "trialwatch.monitor.cli.records:list_trials",
+    "ingest": "trialwatch.monitor.cli.records:ingest",
+    "check": "trialwatch.monitor.cli.watching:check",
+    "run": "trialwatch.monitor.cli.service:run",
+    "diff": "trialwatch.monitor.cli.records:diff",
+    "history": "trialwatch.monitor.cli.records:history",
+    "notify": "trialwatch.monitor.cli.alerts:notify",
+    "outbox": "trialwatch.monitor.cli.alerts:outbox",
+    "status": "trialwatch.monitor.cli.service:status",
+    "db": "trialwatch.monitor.cli.db:db",
+    "backfill": "trialwatch.monitor.cli.backfill:backfill",
+    "serve": "trialwatch.monitor.cli.web:serve",
+    "feed": "trialwatch.monitor.cli.web:feed",
 }
 
 
@@ -66,8 +66,8 @@ class LazyGroup(click.Group):
 
 def _module_exists(target: str) -> bool:
     module_name = target.split(":")[0]
-    relative = Path(*module_name.split(".")[1:]).with_suffix(".py")
-    return (Path(__file__).resolve().parents[1] / relative).exists()
+    relative = Path(*module_name.removeprefix("trialwatch.monitor.").split("."))
+    return (Path(__file__).resolve().parents[1] / relative).with_suffix(".py").exists()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,7 +82,7 @@ def _module_exists(target: str) -> bool:
 def cli(ctx: click.Context, config_path: Path | None, db_url: str | None,
         log_format: str | None) -> None:
     """Watch ClinicalTrials.gov records, keep every version, and alert on what changed."""
-    from monitor.logs import configure_logging
+    from trialwatch.monitor.service.logs import configure_logging
 
     level = os.environ.get("TRIALWATCH_LOG_LEVEL", "warning" if log_format is None else "info")
     configure_logging(log_format or os.environ.get("TRIALWATCH_LOG_FORMAT", "auto"), level)

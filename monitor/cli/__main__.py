@@ -1,6 +1,6 @@
-"""``python -m monitor.cli``: the ``trialwatch`` command without the console script."""
+"""``python -m trialwatch.monitor.cli``: the ``trialwatch`` command without the console script."""
 
-from monitor.cli import main
+from trialwatch.monitor.cli import main
 
 if __name__ == "__main__":
     main()

@@ -6,9 +6,9 @@ import uuid
 
 import click
 
-from monitor.app import App
-from monitor.cli.output import emit_json
-from monitor.errors import CommandError
+from trialwatch.monitor.cli.output import emit_json
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
 
@@ -23,7 +23,7 @@ def notify() -> None:
 @pass_app
 def notify_test(app: App, channel: str | None) -> None:
     """Send a clearly marked test alert through one channel (default: every channel)."""
-    from notifiers.base import Alert
+    from trialwatch.notifiers.base import Alert
 
     channels = app.channels
     if not channels:
@@ -60,8 +60,8 @@ def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
     """Alerts waiting for delivery (or dead, with --dead)."""
     from sqlalchemy import select
 
-    from monitor.ingest import iso_utc
-    from storage.models import OutboxEntry, Trial
+    from trialwatch.monitor.versioning import iso_utc
+    from trialwatch.storage.models import OutboxEntry, Trial
 
     db = app.database()
     stmt = select(OutboxEntry, Trial.nct_id).join(Trial, Trial.id == OutboxEntry.trial_id)
@@ -92,7 +92,7 @@ def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
 @pass_app
 def outbox_retry(app: App, alert_id: str | None, all_dead: bool, no_deliver: bool) -> None:
     """Requeue a dead alert (or all of them) and deliver now."""
-    from notifiers.outbox import retry_dead
+    from trialwatch.notifiers.outbox import retry_dead
 
     if bool(alert_id) == all_dead:
         raise CommandError("give one alert ID or --all-dead")

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from monitor.app import App
-from monitor.cli.output import emit_json, progress
-from monitor.errors import CommandError
+from trialwatch.monitor.cli.output import emit_json, progress
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.context import App
 
 if TYPE_CHECKING:
-    from monitor.config import CtgovConfig
-    from monitor.sources.ctgov_history import HistoryClient
+    from trialwatch.monitor.config.settings import CtgovConfig
+    from trialwatch.monitor.sources.ctgov.history import HistoryClient
 
 pass_app = click.make_pass_decorator(App)
 
@@ -38,8 +38,8 @@ def backfill(app: App, nct_ids: tuple[str, ...], as_json: bool) -> None:
       trialwatch history NCT03934567 --kind outcomes     were the outcomes switched?
     Exit status: 0 all imported, 1 some trial failed (one line each on stderr).
     """
-    from monitor.backfill import backfill_trial
-    from monitor.record import is_valid_nct_id
+    from trialwatch.monitor.backfill import backfill_trial
+    from trialwatch.monitor.record import is_valid_nct_id
 
     bad = [nct_id for nct_id in nct_ids if not is_valid_nct_id(nct_id)]
     if bad:
@@ -69,7 +69,7 @@ def backfill(app: App, nct_ids: tuple[str, ...], as_json: bool) -> None:
 
 def history_client(ctgov: CtgovConfig) -> HistoryClient:
     """The history client ``[ctgov]`` configures: its URL, rate limit, timeout and retries."""
-    from monitor.sources.ctgov_history import HistoryClient
+    from trialwatch.monitor.sources.ctgov.history import HistoryClient
 
     return HistoryClient(str(ctgov.history_url).rstrip("/"),
                          requests_per_second=ctgov.requests_per_second,

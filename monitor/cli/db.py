@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from monitor.app import App
-from monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
 
@@ -22,7 +22,7 @@ def db() -> None:
 @pass_app
 def upgrade(app: App) -> None:
     """Apply every pending migration (safe to run at any time)."""
-    from storage.schema import upgrade as apply_migrations
+    from trialwatch.storage.schema import upgrade as apply_migrations
 
     database = app.database(check_schema=False)
     try:
@@ -49,9 +49,9 @@ def migrate_to(app: App, url: str) -> None:
     \b
       trialwatch --db sqlite:///trialwatch.db db migrate-to postgresql://tw@db.example.org/tw
     """
-    from storage.engine import DatabaseError, normalize_url, open_database
-    from storage.schema import is_empty
-    from storage.transfer import TransferError, copy_database
+    from trialwatch.storage.engine import DatabaseError, normalize_url, open_database
+    from trialwatch.storage.schema import is_empty
+    from trialwatch.storage.transfer import TransferError, copy_database
 
     source = app.database(check_schema=False)
     if is_empty(source):

@@ -7,9 +7,15 @@ from typing import Any
 
 import click
 
-from monitor.app import App
-from monitor.cli.output import echo_lines, emit_json, progress, render_events, stdout_reserved
-from monitor.errors import CommandError
+from trialwatch.monitor.cli.output import (
+    echo_lines,
+    emit_json,
+    progress,
+    render_events,
+    stdout_reserved,
+)
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
 
@@ -25,9 +31,9 @@ def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) ->
     Each file is one transaction: a bad file is reported (one line naming it) and skipped,
     the good ones are stored, and the exit code is 1 if any file failed.
     """
-    from monitor.ingest import Observation, RecordOutcome, record_observation
-    from monitor.record import ParseError
-    from monitor.sources.files import iter_record_paths, read_record_file
+    from trialwatch.monitor.record import ParseError
+    from trialwatch.monitor.sources.files import iter_record_paths, read_record_file
+    from trialwatch.monitor.versioning import Observation, RecordOutcome, record_observation
 
     db = app.database()
     subscriptions = app.subscriptions
@@ -88,7 +94,7 @@ def diff(app: App, first: str, second: str | None, from_version: int | None,
       trialwatch diff old.json new.txt            two files, no database
     Exit status: 0 equal, 1 different, 2 error (like diff(1)).
     """
-    from monitor.record import is_valid_nct_id
+    from trialwatch.monitor.record import is_valid_nct_id
 
     if second is not None:
         if from_version or to_version:
@@ -111,9 +117,9 @@ def diff(app: App, first: str, second: str | None, from_version: int | None,
 
 
 def _diff_files(path_a: Path, path_b: Path) -> dict[str, Any]:
-    from monitor.diff import diff_records
-    from monitor.record import ParseError, TrialRecord
-    from monitor.sources.files import read_record_file
+    from trialwatch.monitor.diff import diff_records
+    from trialwatch.monitor.record import ParseError, TrialRecord
+    from trialwatch.monitor.sources.files import read_record_file
 
     records: list[TrialRecord] = []
     for path in (path_a, path_b):
@@ -134,7 +140,7 @@ def _diff_files(path_a: Path, path_b: Path) -> dict[str, Any]:
 
 def _diff_stored(app: App, nct_id: str, from_version: int | None,
                  to_version: int | None) -> dict[str, Any]:
-    from monitor.views import BadVersions, NotFound, stored_diff
+    from trialwatch.monitor.views import BadVersions, NotFound, stored_diff
 
     db = app.database()
     with db.transaction() as session:
@@ -151,9 +157,9 @@ def _diff_stored(app: App, nct_id: str, from_version: int | None,
 @pass_app
 def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> None:
     """Every stored version of a trial and the events between them."""
-    from monitor.events import KINDS
-    from monitor.record import is_valid_nct_id
-    from monitor.views import NotFound, trial_history
+    from trialwatch.monitor.events import KINDS
+    from trialwatch.monitor.record import is_valid_nct_id
+    from trialwatch.monitor.views import NotFound, trial_history
 
     if not is_valid_nct_id(nct_id):
         raise CommandError(f"{nct_id}: not an NCT ID (NCT + 8 digits)")
@@ -180,9 +186,9 @@ def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> Non
 
 
 def __getattr__(name: str) -> Any:
-    """``event_json`` moved to ``monitor.views``; still importable from here, lazily."""
+    """``event_json`` moved to ``trialwatch.monitor.views``; still importable from here, lazily."""
     if name == "event_json":
-        from monitor.views import event_json
+        from trialwatch.monitor.views import event_json
 
         return event_json
     raise AttributeError(name)
@@ -193,7 +199,7 @@ def __getattr__(name: str) -> Any:
 @pass_app
 def list_trials(app: App, as_json: bool) -> None:
     """Trials in the database: watched, matched by a query, or ingested."""
-    from monitor.views import trial_list
+    from trialwatch.monitor.views import trial_list
 
     db = app.database()
     with db.transaction() as session:

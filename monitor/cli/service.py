@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from monitor.app import App
-from monitor.cli.output import emit_json
+from trialwatch.monitor.cli.output import emit_json
+from trialwatch.monitor.service.context import App
 
 if TYPE_CHECKING:
-    from monitor.config import Config
-    from monitor.service_lock import LockState
+    from trialwatch.monitor.config.settings import Config
+    from trialwatch.monitor.service.lock import LockState
 
 pass_app = click.make_pass_decorator(App)
 
@@ -47,7 +47,7 @@ def run(app: App, once: bool, metrics_port: int | None) -> None:
       trialwatch --config /etc/trialwatch/trialwatch.toml run
       trialwatch run --once          # from cron: one cycle, deliver, exit
     """
-    from monitor.daemon import run_service
+    from trialwatch.monitor.service.daemon import run_service
 
     code = run_service(app, once=once, metrics_port=metrics_port)
     if code:
@@ -69,8 +69,8 @@ def status(app: App, as_json: bool) -> None:
 
 def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:
     """The ``status --json`` payload, and the running daemon's lock record (SQLite only)."""
-    from monitor.service_lock import lock_path_for, read_lock_state
-    from monitor.views import service_status
+    from trialwatch.monitor.service.lock import lock_path_for, read_lock_state
+    from trialwatch.monitor.views import service_status
 
     config = app.config
     lock_path = lock_path_for(config.database.url)
@@ -85,8 +85,8 @@ def next_cycle_function(config: Config) -> Callable[[datetime | None], datetime 
     """When the next cycle is due, given the last one's start: on SQLite what the running
     daemon's lock file says (None when no ``trialwatch run`` holds it); on PostgreSQL,
     where workers keep no lock file, the last start plus the schedule."""
-    from monitor.daemon import cycle_trigger, next_fire_function
-    from monitor.service_lock import lock_path_for, read_lock_state
+    from trialwatch.monitor.service.daemon import cycle_trigger, next_fire_function
+    from trialwatch.monitor.service.lock import lock_path_for, read_lock_state
 
     lock_path = lock_path_for(config.database.url)
     if lock_path is not None:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from monitor.app import App
-from monitor.cli.output import echo_lines, emit_json, render_events, stdout_reserved
-from monitor.errors import CommandError
+from trialwatch.monitor.cli.output import echo_lines, emit_json, render_events, stdout_reserved
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
 
 
 def _validated_ids(nct_ids: tuple[str, ...]) -> list[str]:
-    from monitor.record import is_valid_nct_id
+    from trialwatch.monitor.record import is_valid_nct_id
 
     cleaned = [n.strip().upper() for n in nct_ids]
     for given, nct_id in zip(nct_ids, cleaned, strict=True):
@@ -42,7 +43,7 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
       trialwatch watch --backfill NCT03934567      with its whole registry history
       trialwatch watch --query "CAR-T" --condition lupus --name lupus-cart
     """
-    from monitor.watchlist import add_query, add_trials, unknown_to_registry
+    from trialwatch.monitor.cycle.watchlist import add_query, add_trials
 
     if not nct_ids and not term and not condition:
         raise CommandError("give NCT IDs, --query or --condition")
@@ -62,7 +63,7 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
         for nct_id in unknown:
             click.echo(f"trialwatch: error: {nct_id}: not known to the registry (404)", err=True)
         if with_backfill and known:
-            from monitor.cli.backfill import backfill
+            from trialwatch.monitor.cli.backfill import backfill
 
             click.get_current_context().invoke(backfill, nct_ids=tuple(known), as_json=False)
         if unknown:
@@ -86,7 +87,7 @@ def _slug(text: str) -> str:
 @pass_app
 def unwatch(app: App, nct_ids: tuple[str, ...], query_names: tuple[str, ...]) -> None:
     """Stop watching trials or saved searches (their history is kept)."""
-    from monitor.watchlist import remove_query, remove_trials
+    from trialwatch.monitor.cycle.watchlist import remove_query, remove_trials
 
     if not nct_ids and not query_names:
         raise CommandError("give NCT IDs or --query NAME")
@@ -110,8 +111,8 @@ def unwatch(app: App, nct_ids: tuple[str, ...], query_names: tuple[str, ...]) ->
 @pass_app
 def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) -> None:
     """Run one fetch cycle now (all watched trials, or just the given ones)."""
-    from monitor.cycle import run_cycle
-    from monitor.watchlist import ensure_trials, sync_declared_watches
+    from trialwatch.monitor.cycle.run import run_cycle
+    from trialwatch.monitor.cycle.watchlist import ensure_trials, sync_declared_watches
 
     ids = _validated_ids(nct_ids)
     db = app.database()
@@ -140,3 +141,18 @@ def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) ->
             echo_lines(render_events(events))
     if report.failures:
         raise click.exceptions.Exit(1)
+
+
+def unknown_to_registry(app: App, nct_ids: Sequence[str]) -> tuple[list[str], str | None]:
+    """IDs the registry does not list, and the problem if it could not be asked."""
+    from trialwatch.monitor.sources.ctgov.client import RegistryError
+
+    try:
+        with app.registry_client() as client:
+            listed: set[str] = set()
+            for stamp in client.iter_stamps(list(nct_ids)):
+                listed.add(stamp.nct_id)
+                listed.update(stamp.aliases)
+    except RegistryError as exc:
+        return [], str(exc)
+    return [n for n in nct_ids if n not in listed], None

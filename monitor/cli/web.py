@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from monitor.app import App
-from monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
 
@@ -45,8 +45,8 @@ def serve(app: App, host: str, port: int, token: str | None) -> None:
                            "token (--token or TRIALWATCH_WEB_TOKEN)")
     import uvicorn
 
-    from monitor.cli.service import next_cycle_function
-    from monitor.web import create_app
+    from trialwatch.monitor.cli.service import next_cycle_function
+    from trialwatch.monitor.web import create_app
 
     web = create_app(app.database(), token=token, next_cycle=next_cycle_function(app.config),
                      channels=app.config.channels)
@@ -76,8 +76,8 @@ def feed(app: App, nct_id: str | None, query_name: str | None, limit: int,
       trialwatch feed NCT07328581 > NCT07328581.atom
       trialwatch feed --query lupus-cart > lupus-cart.atom
     """
-    from monitor.record import is_valid_nct_id
-    from monitor.views import NotFound, changes_feed
+    from trialwatch.monitor.record import is_valid_nct_id
+    from trialwatch.monitor.views import NotFound, changes_feed
 
     if nct_id is not None and query_name is not None:
         raise CommandError("give an NCT ID or --query NAME, not both")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from operator import itemgetter
 
-from monitor.record import collapse_whitespace
+from trialwatch.monitor.record import collapse_whitespace
 
 __all__ = ["normalize_text", "split_criteria"]
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import orjson
 
-from monitor.record import ParseError, TrialRecord
-from monitor.sources.ctgov_json import iter_page_studies, parse_study
-from monitor.sources.text_page import parse_text_page
+from trialwatch.monitor.record import ParseError, TrialRecord
+from trialwatch.monitor.sources.ctgov.parser import iter_page_studies, parse_study
+from trialwatch.monitor.sources.text_page import parse_text_page
 
 __all__ = [
     "MAX_FILE_BYTES",

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from monitor.record import ParseError, TrialRecord, is_valid_nct_id
-from monitor.sources.criteria import normalize_text, split_criteria
+from trialwatch.monitor.record import ParseError, TrialRecord, is_valid_nct_id
+from trialwatch.monitor.sources.criteria import normalize_text, split_criteria
 
 __all__ = ["parse_text_page", "split_conditions"]
 

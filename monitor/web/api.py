@@ -1,4 +1,4 @@
-"""The JSON API (the CLI's ``--json`` shapes, from ``monitor.views``) and the Atom feeds.
+"""The JSON API (the CLI's ``--json`` shapes, from ``trialwatch.monitor.views``) and the Atom feeds.
 
 Handlers are plain functions: Starlette runs them in its thread pool, so database work
 never blocks the event loop. Each request is one read-only unit of work.
@@ -13,11 +13,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitor import views
-from monitor.events import KINDS
-from monitor.feeds import ATOM_MEDIA_TYPE
-from monitor.record import is_valid_nct_id
-from storage.engine import Database
+from trialwatch.monitor import views
+from trialwatch.monitor.events import KINDS
+from trialwatch.monitor.feeds import ATOM_MEDIA_TYPE
+from trialwatch.monitor.record import is_valid_nct_id
+from trialwatch.storage.engine import Database
 
 FEED_LIMIT = 50
 

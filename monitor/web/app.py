@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,9 +29,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitor.events import humanize
-from monitor.views import BadVersions, NotFound
-from storage.engine import Database
+from trialwatch.monitor.views import BadVersions, NotFound
+from trialwatch.monitor.web.templating import render, template_environment
+from trialwatch.storage.engine import Database
 
 HERE = Path(__file__).resolve().parent
 TOKEN_COOKIE = "trialwatch_token"
@@ -54,7 +52,7 @@ def create_app(db: Database, *, token: str | None = None,
     """The read-only dashboard, feeds and JSON API over ``db``. ``next_cycle`` and
     ``channels`` complete ``/api/status`` as ``trialwatch status`` has it (the schedule and
     the configured channels are the configuration's, not the database's)."""
-    from monitor.web import api, pages
+    from trialwatch.monitor.web import api, pages
 
     routes = [
         Route("/", pages.index, name="index"),
@@ -80,37 +78,6 @@ def create_app(db: Database, *, token: str | None = None,
         app.add_middleware(TokenGate, token=token)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so on every answer
     return app
-
-
-def template_environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters["human"] = lambda value: humanize(value) if value is not None else "—"
-    env.filters["when"] = _when
-    env.filters["phases"] = lambda phases: ", ".join(humanize(p) for p in phases) or "—"
-    return env
-
-
-def _when(moment: datetime | str | None) -> str:
-    if moment is None:
-        return "—"
-    if isinstance(moment, str):
-        return moment.replace("T", " ").removesuffix("Z")
-    return moment.strftime("%Y-%m-%d %H:%M")
-
-
-def render(request: Request, name: str, context: dict[str, Any],
-           status_code: int = 200) -> Response:
-    templates: Jinja2Templates = request.app.state.templates
-    root = request.scope.get("root_path", "")
-
-    def path_for(route: str, /, **params: Any) -> str:
-        """A site-relative link (works behind a proxy, unlike absolute ``url_for``)."""
-        return root + str(request.app.url_path_for(route, **params))
-
-    return templates.TemplateResponse(request, name, {**context, "path_for": path_for},
-                                      status_code=status_code)
 
 
 # --- Errors --------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.diff import FIELD_RULES, WHOLE_LIST_FIELDS, project
-from monitor.events import humanize, shorten
-from monitor.record import SECTIONS, TrialRecord
+from trialwatch.monitor.diff import FIELD_RULES, WHOLE_LIST_FIELDS, project
+from trialwatch.monitor.events import humanize, shorten
+from trialwatch.monitor.record import SECTIONS, TrialRecord
 
 #: Lists longer than this show only what changed, plus a count of unchanged items.
 CONTEXT_LIMIT = 40

@@ -12,15 +12,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitor import views
-from monitor.diff import diff_records
-from monitor.events import KINDS
-from monitor.ingest import iso_utc
-from monitor.web.api import database, kinds_param, nct_id_of, version_param
-from monitor.web.app import render
-from monitor.web.compare import side_by_side
-from monitor.web.timeline import build_timeline
-from storage import repository as repo
+from trialwatch.monitor import views
+from trialwatch.monitor.diff import diff_records
+from trialwatch.monitor.events import KINDS
+from trialwatch.monitor.versioning import iso_utc
+from trialwatch.monitor.web.api import database, kinds_param, nct_id_of, version_param
+from trialwatch.monitor.web.compare import side_by_side
+from trialwatch.monitor.web.templating import render
+from trialwatch.monitor.web.timeline import build_timeline
+from trialwatch.storage import repository as repo
 
 PAGE_SIZE = 100
 CHANGES_LIMIT = 100

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitor.events import humanize
-from monitor.views import VersionPoint
+from trialwatch.monitor.events import humanize
+from trialwatch.monitor.views import VersionPoint
 
 WIDTH = 760
 HEIGHT = 230

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from storage.models import Base
+from trialwatch.storage.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,10 +1,10 @@
 """An example third-party trialwatch notifier: append each alert as one JSON line to a file.
 
-This is the whole contract a plugin fulfils (see ``notifiers.base.Notifier``):
+This is the whole contract a plugin fulfils (see ``trialwatch.notifiers.base.Notifier``):
 
 * a class attribute ``name`` — the ``type`` users write in ``[channels.X]``; it must equal
   the entry point name;
-* a class attribute ``Config`` — a ``notifiers.base.NotifierConfig`` subclass (pydantic,
+* a class attribute ``Config`` — a ``trialwatch.notifiers.base.NotifierConfig`` subclass (pydantic,
   unknown keys rejected) validating the rest of the table; annotate it
   ``ClassVar[type[NotifierConfig]]`` so type checkers accept the class as a ``Notifier``;
 * a constructor ``__init__(self, config, env)`` — ``env`` is the process environment; read
@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from notifiers.base import Alert, ConfigurationError, DeliveryError, NotifierConfig
+from trialwatch.notifiers.base import Alert, ConfigurationError, DeliveryError, NotifierConfig
 
 
 class JsonLinesConfig(NotifierConfig):

@@ -42,7 +42,7 @@ from html.parser import HTMLParser
 from itertools import pairwise
 from typing import Any
 
-from monitor.sources.ctgov import (
+from trialwatch.monitor.sources.ctgov.client import (
     BadRegistryResponse,
     RegistryBlocked,
     RegistryClient,
@@ -50,7 +50,7 @@ from monitor.sources.ctgov import (
     RegistryUnavailable,
     TrialNotFound,
 )
-from monitor.sources.ratelimit import RateLimiter
+from trialwatch.monitor.sources.ctgov.ratelimit import RateLimiter
 
 __all__ = [
     "DEFAULT_HISTORY_URL",

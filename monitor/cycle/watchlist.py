@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import SavedQuery
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import SavedQuery
 
 if TYPE_CHECKING:
-    from monitor.app import App
-    from monitor.config import Config
+    from trialwatch.monitor.config.settings import Config
 
 
 def add_trials(db: Database, nct_ids: Sequence[str]) -> set[str]:
@@ -83,18 +82,3 @@ def sync_declared_watches(db: Database, config: Config) -> None:
         add_trials(db, list(config.watch.trials))
     for query in config.watch.queries:
         add_query(db, query.name, term=query.term, condition=query.condition)
-
-
-def unknown_to_registry(app: App, nct_ids: Sequence[str]) -> tuple[list[str], str | None]:
-    """IDs the registry does not list, and the problem if it could not be asked."""
-    from monitor.sources.ctgov import RegistryError
-
-    try:
-        with app.registry_client() as client:
-            listed: set[str] = set()
-            for stamp in client.iter_stamps(list(nct_ids)):
-                listed.add(stamp.nct_id)
-                listed.update(stamp.aliases)
-    except RegistryError as exc:
-        return [], str(exc)
-    return [n for n in nct_ids if n not in listed], None

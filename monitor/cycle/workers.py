@@ -15,11 +15,36 @@ UPDATE (``leases.stamp_unmoved``). Moved trials are gathered across batches, sti
 until they fill a fetch page: 100 changed trials spread over the watch list cost one fetch
 request, not one per batch.
 
-The design (what a round is, how leases expire and are taken over) is described in
-``monitor.cycle``'s docstring and in README.md ("Running on PostgreSQL"); the SQL is
-``storage.leases``.
 The steps themselves (listing, fetching, recording, removals, queries) are the ones the
-single-process cycle uses, called with a ``LeaseGuard`` so only leased trials are written.
+single-process cycle uses, called with a ``LeaseGuard`` so only leased trials are written;
+the SQL is ``trialwatch.storage.leases``; README.md ("Running on PostgreSQL") tells users.
+
+How a round works. On SQLite a cycle is one process's pass over every watched trial (the
+daemon holds a file lock, so there is one). On PostgreSQL every ``run_cycle`` without
+``only`` takes part in a shared *round* instead, so several ``trialwatch run`` processes
+split the work:
+
+* "this cycle" is the round of the registry data load the worker sees (``dataTimestamp`` of
+  ``/version``): workers that see the same load join the same ``cycle_rounds`` row, whenever
+  each of them starts; a round that ended with failures is followed by a fresh one, so failed
+  trials are retried at the next cycle, as on SQLite;
+* one worker *prepares* the round under a preparation lease: runs the saved queries (and
+  fetches their new matches itself, for their ``new_trial`` events), then picks the listing
+  strategy for the whole round (``ids``, or one registry-wide ``changed-since`` listing kept
+  in the round row); the others wait for it;
+* then each worker leases batches of watched trials with ``checked_round`` below the round
+  (one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``): in an ``ids`` round a
+  batch is one ``filter.ids`` listing request (~600 trials); in a ``changed-since`` round only
+  the trials the round's listing says moved (or never fetched) are leased, a fetch page at a
+  time, and all the others are stamped checked by one set-based UPDATE. Moved trials are
+  fetched in full pages of 100 across batches, recorded, and stamped ``checked_round =
+  round``. Versions are written only for trials the worker still leases (checked under a row
+  lock in the same transaction), and leases are renewed as they age, so no trial is fetched
+  twice per round by live workers;
+* a worker that dies leaves its lease to expire (``lease``, default 5 minutes, database
+  clock); workers that have finished their own batches wait up to one lease period for
+  the round to complete and take expired batches over. What is still unfinished after that is
+  taken over by the next cycle of any worker, which joins the same open round.
 """
 
 from __future__ import annotations
@@ -32,22 +57,18 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.orm import Session
 
-from monitor.cycle import (
-    FETCH_PAGE,
-    CycleReport,
-    LeaseGuard,
-    confirm_missing,
-    fetch_and_record,
-    pending_new_matches,
-    run_queries,
-)
-from monitor.ingest import Subscription
-from monitor.listing import CHANGED_SINCE_OVERLAP, list_by_ids
-from monitor.sources.ctgov import RegistryClient, RegistryError, StudyStamp
-from storage import leases
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import Cycle
+from trialwatch.monitor.cycle.fetching import FETCH_PAGE
+from trialwatch.monitor.cycle.lease_guard import LeaseGuard
+from trialwatch.monitor.cycle.listing import CHANGED_SINCE_OVERLAP, list_by_ids
+from trialwatch.monitor.cycle.queries import pending_new_matches, run_queries
+from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record
+from trialwatch.monitor.cycle.report import CycleReport
+from trialwatch.monitor.sources.ctgov.client import RegistryClient, RegistryError, StudyStamp
+from trialwatch.monitor.versioning import Subscription
+from trialwatch.storage import leases
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Cycle
 
 log = structlog.get_logger(__name__)
 

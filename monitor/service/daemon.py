@@ -19,7 +19,8 @@ the database is closed, the lock released, exit 0. A second signal exits at once
 128 + the signal number; SQLite discards any transaction left open.
 
 ``next_cycle`` for ``status``: the main thread copies the cycle job's next run time into
-the SQLite lock file (``monitor.service_lock``). On PostgreSQL, where there is no lock file,
+the SQLite lock file (``trialwatch.monitor.service.lock``). On PostgreSQL, where there is no lock
+file,
 ``status`` reports the last cycle's start plus the schedule instead.
 """
 
@@ -40,18 +41,18 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from monitor import __version__
-from monitor.errors import CommandError
-from monitor.metrics import Metrics, MetricsServer, NextFire
-from monitor.service_lock import AlreadyRunning, ServiceLock, lock_path_for
+from trialwatch.monitor import __version__
+from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.service.lock import AlreadyRunning, ServiceLock, lock_path_for
+from trialwatch.monitor.service.metrics import Metrics, MetricsServer, NextFire
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.base import BaseTrigger
 
-    from monitor.app import App
-    from monitor.config import ScheduleConfig
-    from monitor.cycle import CycleReport
+    from trialwatch.monitor.config.settings import ScheduleConfig
+    from trialwatch.monitor.cycle.run import CycleReport
+    from trialwatch.monitor.service.context import App
 
 __all__ = ["Daemon", "cycle_trigger", "describe_schedule", "next_fire_function", "run_service"]
 
@@ -126,8 +127,8 @@ class Daemon:
 
     def cycle(self) -> CycleReport | None:
         """Sync ``[watch]``, then one fetch cycle; None when it crashed (logged)."""
-        from monitor.cycle import run_cycle
-        from monitor.watchlist import sync_declared_watches
+        from trialwatch.monitor.cycle.run import run_cycle
+        from trialwatch.monitor.cycle.watchlist import sync_declared_watches
 
         started = time.monotonic()
         try:
@@ -280,7 +281,8 @@ class StopAwareTransport(httpx.BaseTransport):
 def cycle_trigger(schedule: ScheduleConfig) -> BaseTrigger:
     """An APScheduler trigger for ``[schedule]``: ``cron`` (in ``timezone``) or ``interval``.
 
-    Cron fields come from ``monitor.durations.parse_cron`` (weekdays as names), not from
+    Cron fields come from ``trialwatch.monitor.config.durations.parse_cron`` (weekdays as names),
+    not from
     ``CronTrigger.from_crontab``, which numbers weekdays from Monday.
     """
     from apscheduler.triggers.cron import CronTrigger
@@ -315,7 +317,7 @@ def _period(trigger: BaseTrigger) -> timedelta:
 
 def describe_schedule(schedule: ScheduleConfig) -> str:
     """``"every 6h"`` or ``"cron 0 7 * * 1-5 (Europe/Paris)"``."""
-    from monitor.durations import format_duration
+    from trialwatch.monitor.config.durations import format_duration
 
     if schedule.cron is not None:
         return f"cron {schedule.cron} ({schedule.timezone})"
@@ -373,7 +375,7 @@ def _scheduler_logs_to_structlog() -> Iterator[None]:
 
 def _configure_logging(app: App) -> None:
     """The daemon logs at ``logging.level`` (default info; env TRIALWATCH_LOG_LEVEL wins)."""
-    from monitor.logs import configure_logging
+    from trialwatch.monitor.service.logs import configure_logging
 
     settings = app.config.logging
     fmt = app.log_format or os.environ.get("TRIALWATCH_LOG_FORMAT") or settings.format

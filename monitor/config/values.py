@@ -1,4 +1,5 @@
-"""The building blocks of ``monitor.config``: ``ConfigError`` and the value types.
+"""The building blocks of ``trialwatch.monitor.config.settings``: ``ConfigError`` and the value
+types.
 
 ``ConfigError.from_validation_error`` turns the first error of a pydantic validation into
 one line naming the dotted key (``subscriptions[0].kinds[1]``) with a message written for
@@ -21,9 +22,9 @@ from typing import Annotated, Any, NoReturn, get_args
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
 
-from monitor.database_url import normalize_database_url
-from monitor.durations import format_duration, parse_duration
-from monitor.record import NCT_ID_RE
+from trialwatch.monitor.config.database_url import normalize_database_url
+from trialwatch.monitor.config.durations import format_duration, parse_duration
+from trialwatch.monitor.record import NCT_ID_RE
 
 DEFAULT_CONFIG_FILE = "trialwatch.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

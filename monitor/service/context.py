@@ -13,14 +13,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.errors import CommandError, database_busy
+from trialwatch.monitor.errors import CommandError, database_busy
 
 if TYPE_CHECKING:
-    from monitor.config import Config
-    from monitor.sources.ctgov import RegistryClient
-    from notifiers.base import Notifier
-    from notifiers.outbox import DeliveryPolicy, DeliveryReport
-    from storage.engine import Database
+    from trialwatch.monitor.config.settings import Config
+    from trialwatch.monitor.sources.ctgov.client import RegistryClient
+    from trialwatch.notifiers.base import Notifier
+    from trialwatch.notifiers.outbox import DeliveryPolicy, DeliveryReport
+    from trialwatch.storage.engine import Database
 
 
 @dataclass
@@ -33,7 +33,7 @@ class App:
 
     @cached_property
     def config(self) -> Config:
-        from monitor.config import ConfigError, load_config
+        from trialwatch.monitor.config.settings import ConfigError, load_config
 
         try:
             config = load_config(self.config_path, env=self.env, cli_db=self.db_url)
@@ -52,7 +52,10 @@ class App:
         The first two need no configuration file: a command that only reads the database
         (``diff``, ``history``) neither validates ``trialwatch.toml`` nor imports pydantic.
         """
-        from monitor.database_url import normalize_database_url, overriding_database_url
+        from trialwatch.monitor.config.database_url import (
+            normalize_database_url,
+            overriding_database_url,
+        )
 
         override = overriding_database_url(self.db_url, self.env)
         if override is None:
@@ -66,8 +69,8 @@ class App:
     def database(self, *, create_if_empty: bool = True, check_schema: bool = True) -> Database:
         """Open the configured database; migrate it if new, refuse it if outdated."""
         if self._database is None:
-            from storage.engine import DatabaseError, open_database
-            from storage.schema import SchemaOutdated, ensure_schema
+            from trialwatch.storage.engine import DatabaseError, open_database
+            from trialwatch.storage.schema import SchemaOutdated, ensure_schema
 
             url = self.database_url
             try:
@@ -89,8 +92,8 @@ class App:
     @cached_property
     def channels(self) -> dict[str, Notifier]:
         """Every ``[channels.X]`` built into its notifier (config errors name the key)."""
-        from notifiers.base import ConfigurationError
-        from notifiers.registry import build_channels
+        from trialwatch.notifiers.base import ConfigurationError
+        from trialwatch.notifiers.registry import build_channels
 
         tables = {name: {"type": c.type, **c.settings}
                   for name, c in self.config.channels.items()}
@@ -106,7 +109,7 @@ class App:
 
     @property
     def delivery_policy(self) -> DeliveryPolicy:
-        from notifiers.outbox import DeliveryPolicy
+        from trialwatch.notifiers.outbox import DeliveryPolicy
 
         delivery = self.config.delivery
         return DeliveryPolicy(max_attempts=delivery.max_attempts, backoff=delivery.backoff,
@@ -116,14 +119,14 @@ class App:
         """Deliver due alerts once, as the daemon would; failures stay in the outbox."""
         if not self.config.channels:
             return None
-        from notifiers.outbox import deliver_due
+        from trialwatch.notifiers.outbox import deliver_due
 
         return deliver_due(self.database(), self.channels, self.delivery_policy)
 
     def registry_client(self, **options: Any) -> RegistryClient:
         """The configured client; ``options`` (e.g. the daemon's ``transport``, ``sleep``)
         are passed through to ``RegistryClient``."""
-        from monitor.sources.ctgov import RegistryClient
+        from trialwatch.monitor.sources.ctgov.client import RegistryClient
 
         ctgov = self.config.ctgov
         return RegistryClient(str(ctgov.base_url).rstrip("/"),

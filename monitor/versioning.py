@@ -14,16 +14,16 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from monitor.diff import diff_records
-from monitor.events import ChangeEvent, sort_key
-from monitor.record import SECTIONS, TrialRecord
-from storage import repository as repo
-from storage.models import Trial, Version
-from storage.raw_codec import compress_raw
+from trialwatch.monitor.diff import diff_records
+from trialwatch.monitor.events import ChangeEvent, sort_key
+from trialwatch.monitor.record import SECTIONS, TrialRecord
+from trialwatch.storage import repository as repo
+from trialwatch.storage.models import Trial, Version
+from trialwatch.storage.raw_codec import compress_raw
 
 
 class Subscription(Protocol):
-    """Which events of which trials go to a channel (see ``monitor.config``)."""
+    """Which events of which trials go to a channel (see ``trialwatch.monitor.config.settings``)."""
 
     channel: str
 
@@ -41,7 +41,8 @@ class Observation:
     source: str  # "file:/path", "ctgov", "backfill"
     fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     registry_version: int | None = None
-    # ``raw`` already compressed (``storage.raw_codec``), when the fetch pipeline did it in
+    # ``raw`` already compressed (``trialwatch.storage.raw_codec``), when the fetch pipeline did it
+    # in
     # its worker process; ``raw`` itself may then be empty.
     compressed_raw: bytes | None = None
 

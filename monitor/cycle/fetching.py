@@ -4,7 +4,7 @@
 the studies the registry returned, each already parsed into a ``TrialRecord`` (or the
 reason it could not be) with its raw document compressed for storage, or the
 ``RegistryError`` that failed the whole page. Storing them is the caller's business
-(``monitor.cycle``), one transaction per page.
+(``trialwatch.monitor.cycle.recording``), one transaction per page.
 
     for page in fetch_pages(client, chunks, worker=len(chunks) >= 3):
         if page.error: ...                     # nothing of this page is stored
@@ -39,10 +39,14 @@ from typing import Any
 import orjson
 import structlog
 
-from monitor.record import ParseError, TrialRecord
-from monitor.sources.ctgov import RegistryClient, RegistryError, RegistryUnavailable
-from monitor.sources.ctgov_json import parse_study
-from storage.raw_codec import compress_raw, new_compressor
+from trialwatch.monitor.record import ParseError, TrialRecord
+from trialwatch.monitor.sources.ctgov.client import (
+    RegistryClient,
+    RegistryError,
+    RegistryUnavailable,
+)
+from trialwatch.monitor.sources.ctgov.parser import parse_study
+from trialwatch.storage.raw_codec import compress_raw, new_compressor
 
 __all__ = ["FetchedPage", "PreparedStudy", "fetch_pages", "prepare_studies", "safe_to_fork",
            "worker_pays_off", "worth_a_worker"]
@@ -51,6 +55,7 @@ log = structlog.get_logger(__name__)
 
 # A worker process is worth forking from this many pages on (a page of 100 documents costs
 # ~0.1 s to prepare; the fork ~0.01 s) ...
+FETCH_PAGE = 100  # studies per fetch request (the registry's page size)
 WORKER_MIN_PAGES = 3
 # ... when requests may go at least this fast: below it the fetch waits for the rate limit,
 # and preparing a page fits in that wait anyway.

@@ -1,4 +1,4 @@
-"""What the registry client (``monitor.sources.ctgov``) returns and raises.
+"""What the registry client (``trialwatch.monitor.sources.ctgov.client``) returns and raises.
 
 Results: ``StudyStamp`` (an NCT id with its last-update date: what listings give),
 ``RegistryVersion`` (``/version``), ``FetchedStudy`` (one full document from ``get_study``),
@@ -9,7 +9,7 @@ Errors, all ``RegistryError`` with ``.url``, ``.status_code`` and a one-line ``.
 (403 after the retries: the registry refuses *us*; never "record removed"),
 ``BadRegistryResponse`` (an answer that cannot be trusted as data) and ``TrialNotFound``
 (404 for one id). They pickle with every attribute: the fetch workers send them over pipes.
-Import them from ``monitor.sources.ctgov``, which re-exports all of these.
+Import them from ``trialwatch.monitor.sources.ctgov.client``, which re-exports all of these.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 
 * ``ids``: ``filter.ids`` listings of every covered trial (~600 per request: the URL stays
   under ~7,500 characters); a trial a successful listing lacks is returned as *missing*
-  (``monitor.cycle.confirm_missing`` asks for it alone before calling it removed);
+  (``trialwatch.monitor.cycle.recording.confirm_missing`` asks for it alone before calling it
+  removed);
 * ``changed-since``: the registry-wide listing of updates since the last successful cycle
   (minus ``CHANGED_SINCE_OVERLAP``), intersected with the covered trials; its first page
   carries the count that decides. Trials never fetched are listed as moved either way.
@@ -24,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from monitor.sources.ctgov import RegistryClient, RegistryError, StudyStamp
-from storage import repository as repo
-from storage.engine import Database
-from storage.models import Trial
+from trialwatch.monitor.sources.ctgov.client import RegistryClient, RegistryError, StudyStamp
+from trialwatch.storage import repository as repo
+from trialwatch.storage.engine import Database
+from trialwatch.storage.models import Trial
 
 if TYPE_CHECKING:
-    from monitor.cycle import CycleReport
+    from trialwatch.monitor.cycle.report import CycleReport
 
 # How far before the last successful cycle "changed since" asks (the registry posts dates,
 # not times, and a day's load may land after our cycle): a safety overlap.

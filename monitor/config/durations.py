@@ -1,7 +1,8 @@
 """Time expressions used in configuration: durations ("90s", "1h30m") and 5-field cron.
 
 Both parsers are pure and raise ``ValueError`` with a message meant for the user (it
-quotes the offending text and shows valid examples); ``monitor.config`` turns that into a
+quotes the offending text and shows valid examples); ``trialwatch.monitor.config.settings`` turns
+that into a
 ``ConfigError`` naming the key.
 
 A cron expression is the classic ``minute hour day month weekday``. ``parse_cron`` checks

@@ -2,7 +2,7 @@
 
 Pure functions, no I/O. ``parse_study`` reads one study document, ``iter_page_studies`` the
 studies of one ``/studies`` list page; eligibility text is split into single criteria by
-``monitor.sources.criteria`` (the text-page parser uses it too).
+``trialwatch.monitor.sources.criteria`` (the text-page parser uses it too).
 
 Absence follows the record rule: a *full* document (it has ``derivedSection`` or
 ``hasResults``) says everything the registry knows, so every field is emitted and what the
@@ -20,8 +20,8 @@ from typing import Any, Final
 
 import orjson
 
-from monitor.record import ParseError, TrialRecord, is_valid_nct_id
-from monitor.sources.criteria import normalize_text, split_criteria
+from trialwatch.monitor.record import ParseError, TrialRecord, is_valid_nct_id
+from trialwatch.monitor.sources.criteria import normalize_text, split_criteria
 
 __all__ = ["is_full_document", "iter_page_studies", "parse_study"]
 

@@ -44,7 +44,9 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.config_values import (
+from trialwatch.monitor.config.database_url import default_database_url, overriding_database_url
+from trialwatch.monitor.config.durations import CronSchedule, parse_cron
+from trialwatch.monitor.config.values import (
     DEFAULT_CONFIG_FILE,
     LOG_LEVELS,
     ConfigError,
@@ -57,11 +59,9 @@ from monitor.config_values import (
     format_key,
     invalid,
 )
-from monitor.database_url import default_database_url, overriding_database_url
-from monitor.durations import CronSchedule, parse_cron
-from monitor.events import DEFAULT_NOTIFY_KINDS as DEFAULT_KINDS
-from monitor.events import KINDS as EVENT_KINDS
-from monitor.events import SEVERITIES
+from trialwatch.monitor.events import DEFAULT_NOTIFY_KINDS as DEFAULT_KINDS
+from trialwatch.monitor.events import KINDS as EVENT_KINDS
+from trialwatch.monitor.events import SEVERITIES
 
 __all__ = [
     "DEFAULT_KINDS", "EVENT_KINDS", "LOG_LEVELS", "SEVERITIES", "ChannelConfig", "Config",

@@ -15,7 +15,7 @@ tells a caller how many requests a listing costs, to compare with what ``changed
 (the registry-wide listing of updates, its first page already in hand) says it costs.
 
 Errors (all ``RegistryError``, each with ``.url`` and a one-line ``.reason``; they and the
-result types are defined in ``monitor.sources.ctgov_types`` and re-exported here):
+result types are defined in ``trialwatch.monitor.sources.ctgov.types`` and re-exported here):
 
 * ``RegistryUnavailable`` - connection error, timeout, 5xx or 429 that outlasted the retries;
 * ``RegistryBlocked`` - 403 that outlasted the retries: the registry refuses *us*, it says
@@ -43,8 +43,9 @@ import httpx
 import orjson
 import structlog
 
-from monitor import __version__
-from monitor.sources.ctgov_types import (
+from trialwatch.monitor import __version__
+from trialwatch.monitor.sources.ctgov.ratelimit import RateLimiter
+from trialwatch.monitor.sources.ctgov.types import (
     BadRegistryResponse,
     ChangedSinceListing,
     FetchedStudy,
@@ -55,7 +56,6 @@ from monitor.sources.ctgov_types import (
     StudyStamp,
     TrialNotFound,
 )
-from monitor.sources.ratelimit import RateLimiter
 
 __all__ = [
     "DEFAULT_BASE_URL",
