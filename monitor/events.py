@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 
 KINDS: tuple[str, ...] = (
@@ -16,6 +17,8 @@ KINDS: tuple[str, ...] = (
     "other", "new_trial", "removed",
 )
 DEFAULT_NOTIFY_KINDS: tuple[str, ...] = ("status", "results")
+#: Alerts about the monitor itself (failing checks, a dead channel): asked for by name only.
+SYSTEM_KIND = "system"
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
 _DIGIT_AFTER_LETTER = re.compile(r"([a-z])(\d)")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -48,12 +51,51 @@ class ChangeEvent:
             "field": self.field,
             "old": self.old,
             "new": self.new,
+            **measures(self.kind, self.old, self.new),
             "severity": self.severity,
             "from_version": self.from_version,
             "to_version": self.to_version,
             "detected_at": self.detected_at,
             "summary": self.summary,
         }
+
+
+def measures(kind: str, old: Any, new: Any) -> dict[str, Any]:
+    """The structured delta threshold rules read: ``{"days"}`` for a ``dates`` event (new −
+    old in days, null when either side has no date), ``{"percent"}`` for an ``enrollment``
+    event ((new − old) / old × 100, one decimal; null when old is 0 or missing); else ``{}``."""
+    if kind == "dates":
+        old_day, new_day = _day(old), _day(new)
+        return {"days": (new_day - old_day).days if old_day and new_day else None}
+    if kind == "enrollment":
+        old_count, new_count = _count(old), _count(new)
+        if not old_count or new_count is None:
+            return {"percent": None}
+        return {"percent": round((new_count - old_count) / old_count * 100, 1)}
+    return {}
+
+
+def _day(value: Any) -> date | None:
+    """A registry date (``2028-06-30``, ``2028-06`` = the 1st, ``2028``) or its struct."""
+    if isinstance(value, dict):
+        value = value.get("date")
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?", value.strip())
+    if match is None:
+        return None
+    try:
+        return date(int(match.group(1)), int(match.group(2) or 1), int(match.group(3) or 1))
+    except ValueError:
+        return None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, dict):
+        value = value.get("count")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
 
 
 def sort_key(event: ChangeEvent) -> tuple[int, int, str, str]:

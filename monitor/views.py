@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.diff import diff_records
-from trialwatch.monitor.events import KINDS, SEVERITY_RANK
+from trialwatch.monitor.events import KINDS, SEVERITY_RANK, measures
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.monitor.versioning import iso_utc
 from trialwatch.storage import repository as repo
@@ -45,7 +45,8 @@ def study_url(nct_id: str) -> str:
 def event_json(nct_id: str, row: Any) -> dict[str, Any]:
     """A stored event row as DESIGN.md event JSON."""
     return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
-            "new": row.new, "severity": row.severity, "from_version": row.from_version,
+            "new": row.new, **measures(row.kind, row.old, row.new),
+            "severity": row.severity, "from_version": row.from_version,
             "to_version": row.to_version, "detected_at": iso_utc(row.detected_at),
             "summary": row.summary}
 

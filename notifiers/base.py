@@ -22,10 +22,53 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 STUDY_URL = "https://clinicaltrials.gov/study/{nct_id}"
 
+#: ``Alert.kind``: one trial version's events, a digest of many, or news about the monitor.
+ALERT_KINDS = ("trial", "digest", "system")
+
+
+def dashboard_link(base_url: str | None, nct_id: str, from_version: int | None,
+                   to_version: int | None) -> str | None:
+    """``{base}/trials/NCT…?from=V-1&to=V``: the dashboard's diff of that version (None
+    without ``[web] base_url``; the trial page alone for a first version)."""
+    if not base_url:
+        return None
+    page = f"{base_url.rstrip('/')}/trials/{nct_id}"
+    if to_version is None or to_version < 2:
+        return page
+    start = from_version if from_version is not None and from_version < to_version \
+        else to_version - 1
+    return f"{page}?from={start}&to={to_version}"
+
+
+@dataclass(frozen=True)
+class DigestTrial:
+    """One trial's part of a digest: its events since the last digest, most severe first."""
+
+    nct_id: str
+    title: str | None
+    events: Sequence[Mapping[str, Any]]
+    dashboard_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        return STUDY_URL.format(nct_id=self.nct_id)
+
+    def payload(self) -> dict[str, Any]:
+        return {"nct_id": self.nct_id, "title": self.title, "url": self.url,
+                "dashboard_url": self.dashboard_url, "events": [dict(e) for e in self.events]}
+
 
 @dataclass(frozen=True)
 class Alert:
-    """A trial version's events for one channel. ``events`` are DESIGN.md event dicts."""
+    """What a channel is sent. ``events`` are DESIGN.md event dicts.
+
+    ``kind`` "trial": one trial version's events (``nct_id``, ``version``); "digest": the
+    trials in ``trials`` (``nct_id`` empty, ``events`` all of theirs); "system": news about
+    the monitor, ``system`` = ``{"subject", "state", "since", "reason", "summary"}``.
+    ``dashboard_url`` links to the dashboard's diff of the version (``[web] base_url``).
+    ``done_targets`` are the destinations of a multi-target channel (Apprise URLs) that
+    already have this alert: a retry skips them.
+    """
 
     id: str
     channel: str
@@ -35,16 +78,29 @@ class Alert:
     events: Sequence[Mapping[str, Any]]
     test: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "trial"
+    dashboard_url: str | None = None
+    trials: Sequence[DigestTrial] = ()
+    system: Mapping[str, Any] | None = None
+    period: tuple[str, str] | None = None
+    done_targets: frozenset[str] = frozenset()
 
     @property
     def url(self) -> str:
-        return STUDY_URL.format(nct_id=self.nct_id)
+        return STUDY_URL.format(nct_id=self.nct_id) if self.nct_id else ""
 
     @property
     def headline(self) -> str:
         """The most important event's summary (events arrive sorted by severity)."""
         if self.test:
             return "Test alert"
+        if self.kind == "system" and self.system is not None:
+            return str(self.system.get("summary", "trialwatch"))
+        if self.kind == "digest":
+            count = sum(len(t.events) for t in self.trials)
+            trials = len(self.trials)
+            return (f"Digest: {count} change{'s' if count != 1 else ''} in {trials} "
+                    f"trial{'s' if trials != 1 else ''}")
         if not self.events:
             return "No changes"
         first = str(self.events[0].get("summary", ""))
@@ -52,13 +108,21 @@ class Alert:
         return f"{first} (+{more} more)" if more else first
 
     def payload(self) -> dict[str, Any]:
-        """The JSON body webhooks send (DESIGN.md: Notifiers)."""
+        """The JSON body webhooks send (DESIGN.md: Notifiers; README: JSON shapes)."""
+        if self.kind == "digest":
+            return {"id": self.id, "type": "trials.digest", "channel": self.channel,
+                    "since": self.period[0] if self.period else None,
+                    "until": self.period[1] if self.period else None,
+                    "trials": [t.payload() for t in self.trials]}
+        if self.kind == "system":
+            return {"id": self.id, "type": "monitor.system", **dict(self.system or {})}
         body: dict[str, Any] = {
             "id": self.id,
             "type": "trial.test" if self.test else "trial.changed",
             "nct_id": self.nct_id,
             "title": self.title,
             "url": self.url,
+            "dashboard_url": self.dashboard_url,
             "version": self.version,
             "events": [dict(e) for e in self.events],
         }

@@ -24,7 +24,8 @@ from typing import Any
 import structlog
 from sqlalchemy import or_, select, update
 
-from trialwatch.notifiers.base import Alert, Notifier
+from trialwatch.monitor.events import measures
+from trialwatch.notifiers.base import Alert, Notifier, dashboard_link
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
 from trialwatch.storage.models import OutboxEntry, Trial
@@ -57,13 +58,14 @@ class DeliveryReport:
 
 
 def deliver_due(db: Database, channels: Mapping[str, Notifier],
-                policy: DeliveryPolicy = DeliveryPolicy(), *, now: datetime | None = None
-                ) -> DeliveryReport:
-    """Send every due alert once; returns what happened."""
+                policy: DeliveryPolicy = DeliveryPolicy(), *, now: datetime | None = None,
+                base_url: str | None = None) -> DeliveryReport:
+    """Send every due alert once; returns what happened. ``base_url`` (``[web] base_url``)
+    makes every alert link to the dashboard's diff of its version."""
     report = DeliveryReport()
     while True:
         moment = now or datetime.now(UTC)
-        claimed = _claim(db, list(channels), policy, moment)
+        claimed = _claim(db, list(channels), policy, moment, base_url)
         if not claimed:
             break
         for alert in claimed:
@@ -74,7 +76,7 @@ def deliver_due(db: Database, channels: Mapping[str, Notifier],
 
 
 def _claim(db: Database, channel_names: list[str], policy: DeliveryPolicy,
-           now: datetime) -> list[Alert]:
+           now: datetime, base_url: str | None = None) -> list[Alert]:
     if not channel_names:
         return []
     with db.transaction() as session:
@@ -91,21 +93,24 @@ def _claim(db: Database, channel_names: list[str], policy: DeliveryPolicy,
         alerts = []
         for row in rows:
             row.lease_until = now + policy.lease
-            alerts.append(build_alert(session, row))
+            alerts.append(build_alert(session, row, base_url))
     return alerts
 
 
-def build_alert(session: Any, row: OutboxEntry) -> Alert:
+def build_alert(session: Any, row: OutboxEntry, base_url: str | None = None) -> Alert:
     trial = session.get(Trial, row.trial_id)
     events = [_event_json(trial.nct_id, e) for e in repo.events_by_id(session, row.event_ids)]
+    starts = [e["from_version"] for e in events if e.get("from_version") is not None]
+    link = dashboard_link(base_url, trial.nct_id, min(starts) if starts else None, row.version)
     return Alert(id=row.id, channel=row.channel, nct_id=trial.nct_id, title=trial.title,
-                 version=row.version, events=events)
+                 version=row.version, events=events, dashboard_url=link)
 
 
 def _event_json(nct_id: str, row: Any) -> dict[str, Any]:
     detected = row.detected_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
-            "new": row.new, "severity": row.severity, "from_version": row.from_version,
+            "new": row.new, **measures(row.kind, row.old, row.new),
+            "severity": row.severity, "from_version": row.from_version,
             "to_version": row.to_version, "detected_at": detected, "summary": row.summary}
 
 

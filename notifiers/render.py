@@ -73,7 +73,8 @@ def title_of(alert: Alert) -> str:
 
 def subject(alert: Alert, prefix: str = "[trialwatch]") -> str:
     """``[trialwatch] NCT07328581 — Recruitment status: Not yet recruiting → Recruiting``."""
-    parts = [clean_line(prefix), clean_line(alert.nct_id), "—", clean_line(alert.headline)]
+    trial = [clean_line(alert.nct_id), "—"] if alert.nct_id else []
+    parts = [clean_line(prefix), *trial, clean_line(alert.headline)]
     return clean_line(" ".join(p for p in parts if p), limit=250)
 
 
@@ -92,8 +93,35 @@ def _test_notice(alert: Alert) -> str:
     )
 
 
+def _event_lines(events: Iterable[Mapping[str, Any]], indent: str = "  ") -> list[str]:
+    lines = []
+    for event in events:
+        severity = clean_line(event.get("severity", ""), 20)
+        marker = f"[{severity}] " if severity else ""
+        lines.append(f"{indent}* {marker}{clean_line(event.get('summary', ''), 500)}")
+        if (change := _change_line(event)) is not None:
+            lines.append(f"{indent}    {change}")
+    return lines
+
+
+def system_text(alert: Alert) -> str:
+    """``system`` alerts: the sentence, then since when and why."""
+    info = alert.system or {}
+    lines = [clean_line(info.get("summary", ""), 1000)]
+    if info.get("since"):
+        lines.append(f"Since: {clean_line(info['since'], 40)}")
+    if info.get("reason"):
+        lines.append(f"Reason: {clean_line(info['reason'], 1000)}")
+    return clean_text("\n".join(lines) + "\n")
+
+
 def render_text(alert: Alert) -> str:
-    """The plain-text body: title, link, each event (summary, old → new)."""
+    """The plain-text body: title, links, each event (summary, old → new); a digest lists
+    its trials in turn, a system alert says what happened to the monitor."""
+    if alert.kind == "system":
+        return system_text(alert)
+    if alert.kind == "digest":
+        return _digest_text(alert)
     lines: list[str] = []
     if alert.test:
         lines += [_test_notice(alert), ""]
@@ -103,14 +131,24 @@ def render_text(alert: Alert) -> str:
     lines.append("")
     if alert.events:
         lines.append("Changes:")
-        for event in alert.events:
-            severity = clean_line(event.get("severity", ""), 20)
-            marker = f"[{severity}] " if severity else ""
-            lines.append(f"  * {marker}{clean_line(event.get('summary', ''), 500)}")
-            if (change := _change_line(event)) is not None:
-                lines.append(f"      {change}")
+        lines += _event_lines(alert.events)
         lines.append("")
     lines.append(f"View the trial: {alert.url}")
+    if alert.dashboard_url:
+        lines.append(f"See the change: {alert.dashboard_url}")
+    return clean_text("\n".join(lines) + "\n")
+
+
+def _digest_text(alert: Alert) -> str:
+    lines = [alert.headline]
+    if alert.period:
+        lines.append(f"From {alert.period[0]} to {alert.period[1]}")
+    for trial in alert.trials:
+        title = clean_line(trial.title, 500) if trial.title else "(untitled trial)"
+        lines += ["", f"{clean_line(trial.nct_id)} — {title}", *_event_lines(trial.events),
+                  f"  View the trial: {trial.url}"]
+        if trial.dashboard_url:
+            lines.append(f"  See the changes: {trial.dashboard_url}")
     return clean_text("\n".join(lines) + "\n")
 
 
@@ -150,26 +188,58 @@ def _event_html(event: Mapping[str, Any]) -> Html:
     )
 
 
+def _links_html(url: str, dashboard_url: str | None) -> Html:
+    links = [html('<a href="{u}">View the trial on ClinicalTrials.gov</a>', u=url)]
+    if dashboard_url:
+        links.append(html('<a href="{u}">See the change on the dashboard</a>', u=dashboard_url))
+    return html("<p>{links}</p>\n", links=join_html(links, " · "))
+
+
+def _page(alert: Alert, prefix: str, body: Html) -> str:
+    return html(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{subject}</title></head>\n"
+        "<body>\n{body}</body></html>\n", subject=subject(alert, prefix), body=body)
+
+
+def _events_html(events: Iterable[Mapping[str, Any]]) -> Html:
+    return html("<ul>\n{items}\n</ul>\n", items=join_html((_event_html(e) for e in events),
+                                                           "\n"))
+
+
 def render_html(alert: Alert, prefix: str = "[trialwatch]") -> str:
     """The HTML body, equivalent to ``render_text``; every registry value escaped."""
     empty = Html("")
+    if alert.kind == "system":
+        info = alert.system or {}
+        return _page(alert, prefix, html(
+            "<h2>{summary}</h2>\n<p>{since}</p>\n<p>{reason}</p>\n",
+            summary=clean_line(info.get("summary", ""), 1000),
+            since=f"Since {info['since']}" if info.get("since") else "",
+            reason=info.get("reason") or ""))
+    if alert.kind == "digest":
+        period = (html("<p>From {a} to {b}</p>\n", a=alert.period[0], b=alert.period[1])
+                  if alert.period else empty)
+        parts = [html("<h3><a href=\"{url}\">{nct_id}</a> — {title}</h3>\n{events}{links}",
+                      url=t.url, nct_id=clean_line(t.nct_id),
+                      title=clean_line(t.title, 500) if t.title else "(untitled trial)",
+                      events=_events_html(t.events), links=_links_html(t.url, t.dashboard_url))
+                 for t in alert.trials]
+        return _page(alert, prefix, html("<h2>{h}</h2>\n{period}{trials}", h=alert.headline,
+                                         period=period, trials=join_html(parts)))
     notice = html("<p><strong>{n}</strong></p>\n", n=_test_notice(alert)) if alert.test else empty
     events = (
-        html("<h3>Changes</h3>\n<ul>\n{items}\n</ul>\n",
-             items=join_html((_event_html(e) for e in alert.events), "\n"))
+        html("<h3>Changes</h3>\n{items}", items=_events_html(alert.events))
         if alert.events
         else empty
     )
     version = empty if alert.test else html("<p>Version {v}</p>\n", v=alert.version)
-    return html(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{subject}</title></head>\n"
-        "<body>\n{notice}<h2><a href=\"{url}\">{nct_id}</a> — {title}</h2>\n{version}{events}"
-        "<p><a href=\"{url}\">View the trial on ClinicalTrials.gov</a></p>\n</body></html>\n",
-        subject=subject(alert, prefix),
+    return _page(alert, prefix, html(
+        "{notice}<h2><a href=\"{url}\">{nct_id}</a> — {title}</h2>\n{version}{events}{links}",
         notice=notice,
         url=alert.url,
         nct_id=clean_line(alert.nct_id),
         title=title_of(alert),
         version=version,
         events=events,
-    )
+        links=_links_html(alert.url, alert.dashboard_url),
+    ))

@@ -404,7 +404,8 @@ def test_sample_config_shows_every_key() -> None:
     models: list[type[BaseModel]] = [
         settings.DatabaseConfig, settings.CtgovConfig, settings.ScheduleConfig,
         settings.WatchConfig, settings.Subscription, settings.DeliveryConfig,
-        settings.LoggingConfig, EmailConfig, WebhookConfig, ConsoleConfig]
+        settings.LoggingConfig, settings.AlertsConfig, settings.WebConfig, EmailConfig,
+        WebhookConfig, ConsoleConfig]
     keys = {field.alias or name for model in models
             for name, field in model.model_fields.items()}
     assert sorted(k for k in keys if f"{k} = " not in sample) == []

@@ -46,6 +46,7 @@ from pydantic import (
 
 from trialwatch.monitor.config.database_url import default_database_url, overriding_database_url
 from trialwatch.monitor.config.durations import CronSchedule, parse_cron
+from trialwatch.monitor.config.subscriptions import Subscription
 from trialwatch.monitor.config.values import (
     DEFAULT_CONFIG_FILE,
     LOG_LEVELS,
@@ -64,10 +65,28 @@ from trialwatch.monitor.events import KINDS as EVENT_KINDS
 from trialwatch.monitor.events import SEVERITIES
 
 __all__ = [
-    "DEFAULT_KINDS", "EVENT_KINDS", "LOG_LEVELS", "SEVERITIES", "ChannelConfig", "Config",
-    "ConfigError", "CtgovConfig", "DatabaseConfig", "DeliveryConfig", "LoggingConfig",
-    "QueryConfig", "ScheduleConfig", "Subscription", "WatchConfig", "default_database_url",
-    "format_key", "inline_secret_warnings", "load_config", "parse_config",
+    "DEFAULT_KINDS",
+    "EVENT_KINDS",
+    "LOG_LEVELS",
+    "SEVERITIES",
+    "AlertsConfig",
+    "ChannelConfig",
+    "Config",
+    "ConfigError",
+    "CtgovConfig",
+    "DatabaseConfig",
+    "DeliveryConfig",
+    "LoggingConfig",
+    "QueryConfig",
+    "ScheduleConfig",
+    "Subscription",
+    "WatchConfig",
+    "WebConfig",
+    "default_database_url",
+    "format_key",
+    "inline_secret_warnings",
+    "load_config",
+    "parse_config",
 ]
 
 DEFAULT_CTGOV_URL = "https://clinicaltrials.gov/api/v2"
@@ -220,43 +239,6 @@ class ChannelConfig(_Table):
         }
 
 
-class Subscription(_Table):
-    """``[[subscriptions]]``: which events of which trials a channel receives."""
-
-    channel: NonEmptyStr
-    kinds: tuple[StrictStr, ...] = DEFAULT_KINDS
-    trials: tuple[NctId, ...] | None = None
-    queries: tuple[NonEmptyStr, ...] | None = None
-    min_severity: Severity = "low"
-
-    @field_validator("kinds")
-    @classmethod
-    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        if not kinds:
-            invalid("list at least one event kind (or \"all\")")
-        for index, kind in enumerate(kinds):
-            if kind != "all" and kind not in EVENT_KINDS:
-                invalid(f"unknown event kind {kind!r} (use all, {', '.join(EVENT_KINDS)})", index)
-        return tuple(dict.fromkeys(kinds))
-
-    def matches(self, event: Mapping[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
-        """Does this subscription want ``event`` of trial ``nct_id`` (found via ``query_names``)?
-
-        Kind must be listed (or ``all``), severity at least ``min_severity`` (missing counts
-        as low). With ``trials`` and/or ``queries`` set, the trial must be listed or come
-        from one of the queries; with neither, every trial matches.
-        """
-        if "all" not in self.kinds and event.get("kind") not in self.kinds:
-            return False
-        severity = event.get("severity")
-        rank = SEVERITIES.index(severity) if severity in SEVERITIES else 0
-        if rank < SEVERITIES.index(self.min_severity):
-            return False
-        if self.trials is None and self.queries is None:
-            return True
-        return nct_id in (self.trials or ()) or bool(query_names & set(self.queries or ()))
-
-
 class DeliveryConfig(_Table):
     """``[delivery]``: the outbox: retries with doubling backoff, dead letter after N."""
 
@@ -271,6 +253,19 @@ class DeliveryConfig(_Table):
         if self.max_backoff < self.backoff:
             invalid("max_backoff must not be shorter than backoff", "max_backoff")
         return self
+
+
+class AlertsConfig(_Table):
+    """``[alerts]``: alerts about the monitor itself (kind ``system``)."""
+
+    # consecutive failed cycles (or dead alerts of a channel) before a system alert
+    failing_after: StrictInt = Field(default=3, ge=1)
+
+
+class WebConfig(_Table):
+    """``[web]``: ``base_url`` of the dashboard, linked from every alert (None: no links)."""
+
+    base_url: HttpUrl | None = None
 
 
 class LoggingConfig(_Table):
@@ -290,6 +285,8 @@ class Config(_Table):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     subscriptions: tuple[Subscription, ...] = ()
     delivery: DeliveryConfig = DeliveryConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    web: WebConfig = WebConfig()
     logging: LoggingConfig = LoggingConfig()
 
     _source: Path | None = PrivateAttr(default=None)

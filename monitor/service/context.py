@@ -121,7 +121,8 @@ class App:
             return None
         from trialwatch.notifiers.outbox import deliver_due
 
-        return deliver_due(self.database(), self.channels, self.delivery_policy)
+        return deliver_due(self.database(), self.channels, self.delivery_policy,
+                           base_url=self.config.web.base_url)
 
     def registry_client(self, **options: Any) -> RegistryClient:
         """The configured client; ``options`` (e.g. the daemon's ``transport``, ``sleep``)
