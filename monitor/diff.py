@@ -300,7 +300,7 @@ def _keyed_list_events(nct_id: str, section: str, key: str, rule: FieldRule,
     added = {k: new[k] for k in sorted(new.keys() - old.keys())}
     for old_key, new_key in _pair_similar(removed, added):
         a, b = removed.pop(old_key), added.pop(new_key)
-        verb = "reworded" if set(a) == {"text"} else "changed"
+        verb = "reworded" if set(a) <= {"text", "context"} else "changed"
         yield _event(nct_id, rule, field, a, b,
                      f"{rule.label} {verb}: {_describe(a)} → {_describe(b)}")
     yield from _item_events(nct_id, rule, field, "added", list(added.values()))
