@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from trialwatch.monitor.record import ParseError, TrialRecord, is_valid_nct_id
-from trialwatch.monitor.sources.criteria import normalize_text, split_criteria
+from trialwatch.monitor.sources.criteria import normalize_text, split_criteria, unescape_markdown
 
 __all__ = ["parse_text_page", "split_conditions"]
 
@@ -94,6 +94,8 @@ def parse_text_page(text: str) -> TrialRecord:
     sections: dict[str, dict[str, Any]] = {}
 
     def put(section: str, field: str, value: Any) -> None:
+        if section != "eligibility" or field not in _CRITERIA_LISTS:  # those are done already
+            value = _unescaped(value)
         sections.setdefault(section, {})[field] = value
 
     if title:
@@ -111,6 +113,20 @@ def parse_text_page(text: str) -> TrialRecord:
             for section, field, value in handler(_drop_explainer(heading, body)):
                 put(section, field, value)
     return TrialRecord.build(nct_id, sections)
+
+
+_CRITERIA_LISTS = frozenset({"inclusion", "exclusion", "other_criteria"})
+
+
+def _unescaped(value: Any) -> Any:
+    """Markdown escapes undone in every text of a value, as the API v2 parser does."""
+    if isinstance(value, str):
+        return unescape_markdown(value)
+    if isinstance(value, list):
+        return [_unescaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unescaped(v) for k, v in value.items()}
+    return value
 
 
 # --------------------------------------------------------------------------- scanning

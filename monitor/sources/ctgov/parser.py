@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 
 from trialwatch.monitor.record import ParseError, TrialRecord, is_valid_nct_id
-from trialwatch.monitor.sources.criteria import normalize_text, split_criteria
+from trialwatch.monitor.sources.criteria import normalize_text, split_criteria, unescape_markdown
 
 __all__ = ["is_full_document", "iter_page_studies", "parse_study"]
 
@@ -62,6 +62,12 @@ def _obj(parent: Mapping[str, Any] | None, key: str, path: str) -> Mapping[str, 
 
 
 def _str(parent: Mapping[str, Any] | None, key: str, path: str) -> str | _Missing | None:
+    """A text field, its markdown escapes undone (``\\&`` → ``&``)."""
+    value = _raw_str(parent, key, path)
+    return unescape_markdown(value) if type(value) is str and "\\" in value else value
+
+
+def _raw_str(parent: Mapping[str, Any] | None, key: str, path: str) -> str | _Missing | None:
     if parent is None or key not in parent:
         return MISSING
     value = parent[key]
@@ -97,7 +103,7 @@ def _str_list(parent: Mapping[str, Any] | None, key: str, path: str) -> list[str
         if not isinstance(item, str):
             raise ParseError(f"{path}.{key}[{i}]: expected a string, got {_kind(item)}")
         if item.strip():
-            out.append(item.strip())
+            out.append(unescape_markdown(item.strip()) if "\\" in item else item.strip())
     return out
 
 
@@ -139,6 +145,8 @@ class _Emitter:
         for out_key, src_key in spec.items():
             value = get(src_key, MISSING)
             if type(value) is str:
+                if "\\" in value:
+                    value = unescape_markdown(value)
                 out[out_key] = value.strip() or None
             elif value is None or (value is MISSING and full):
                 out[out_key] = None
@@ -146,7 +154,7 @@ class _Emitter:
                 if not isinstance(value, str):
                     where = path if isinstance(path, str) else f"{path[0]}.{path[1]}[{path[2]}]"
                     raise ParseError(f"{where}.{src_key}: expected a string, got {_kind(value)}")
-                out[out_key] = value.strip() or None
+                out[out_key] = unescape_markdown(value).strip() or None
         return out
 
     def records(
@@ -454,7 +462,7 @@ def _arms(em: _Emitter, mod: Mapping[str, Any] | None, path: str) -> dict[str, A
 
 def _eligibility(em: _Emitter, mod: Mapping[str, Any] | None, path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    criteria = _str(mod, "eligibilityCriteria", path)
+    criteria = _raw_str(mod, "eligibilityCriteria", path)  # escapes undone per criterion
     if isinstance(criteria, _Missing):
         for key in ("inclusion", "exclusion", "other_criteria"):
             em.put(out, key, MISSING, [])
