@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from trialwatch.monitor.events import ChangeEvent, humanize, shorten, sort_key
+from trialwatch.monitor.events import ChangeEvent, humanize, quote, shorten, sort_key
 from trialwatch.monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
 
 
@@ -94,6 +94,17 @@ FIELD_RULES: dict[tuple[str, str], FieldRule] = {
     ("results", "modules"): FieldRule("results", "medium", "Results sections"),
 }
 
+# Fields holding the registry's enumerations, put into words ("Not yet recruiting"); every
+# other value is the registry's free text, quoted as written ("FDA", "GLIOMAX-101").
+ENUM_FIELDS = {
+    ("status", "overall_status"), ("status", "last_known_status"),
+    ("design", "study_type"), ("design", "phases"), ("design", "allocation"),
+    ("design", "intervention_model"), ("design", "primary_purpose"), ("design", "masking"),
+    ("design", "observational_model"), ("design", "time_perspective"),
+    ("sponsor", "lead_sponsor_class"), ("eligibility", "sex"), ("eligibility", "std_ages"),
+}
+# Keys inside list items and tables (a site's status, a contact's role) that hold enumerations.
+ENUM_KEYS = frozenset({"status", "type", "role", "class", "kind"})
 # Unordered lists of plain values reported as one event (the whole list) rather than per item.
 WHOLE_LIST_FIELDS = {("design", "phases"), ("results", "modules"), ("eligibility", "std_ages")}
 # Near-identical removed+added items closer than this are one "reworded/changed" event.
@@ -128,7 +139,7 @@ def _fold_results_first_posted(events: list[ChangeEvent]) -> list[ChangeEvent]:
         return events
     date = next((e for e in events
                  if e.field == "dates.results_first_posted" and e.old is None), None)
-    summary = f"Results first posted: {humanize(date.new)}" if date else posted.summary
+    summary = f"Results first posted: {quote(date.new)}" if date else posted.summary
     return [replace(e, summary=summary) if e is posted else e for e in events
             if e is not date and not (e.field == "results.modules" and not e.old)]
 
@@ -270,17 +281,33 @@ def _value_event(nct_id: str, section: str, key: str, rule: FieldRule, old: Any,
                       f"{humanize(old)} → {humanize(new)}")
     if (section, key) == ("design", "enrollment") and isinstance(old, dict) \
             and isinstance(new, dict):
-        summary = f"Enrollment: {humanize(old.get('count'))} → {humanize(new.get('count'))}"
+        summary = f"Enrollment: {quote(old.get('count'))} → {quote(new.get('count'))}"
         old_t, new_t = old.get("type"), new.get("type")
         if old_t != new_t:
             summary += f" ({humanize(old_t).lower()} → {humanize(new_t).lower()})"
         elif new_t:
             summary += f" ({new_t.lower()})"
         return _event(nct_id, rule, field, old, new, summary)
-    if isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > 80:
-        return _event(nct_id, rule, field, old, new, f"{rule.label} changed")
-    summary = f"{rule.label}: {humanize(old)} → {humanize(new)}"
+    if any(isinstance(v, str) and len(v) > 80 for v in (old, new)):  # long text: the new
+        summary = (f"{rule.label} removed" if new is None  # one, shortened
+                   else f"{rule.label} changed to: {shorten(speak(new), 100)}")
+        return _event(nct_id, rule, field, old, new, summary)
+    enum = (section, key) in ENUM_FIELDS
+    summary = f"{rule.label}: {speak(old, enum)} → {speak(new, enum)}"
     return _event(nct_id, rule, field, old, new, summary)
+
+
+def speak(value: Any, enum: bool = False) -> str:
+    """A value in a summary: an enumeration humanized, free text quoted as written (inside a
+    table, only the keys in ``ENUM_KEYS`` are enumerations)."""
+    if enum:
+        return humanize(value)
+    if isinstance(value, dict) and "date" not in value and "count" not in value:
+        return ", ".join(f"{k}: {speak(v, k in ENUM_KEYS)}"
+                         for k, v in sorted(value.items()) if v is not None)
+    if isinstance(value, list):
+        return ", ".join(speak(v) for v in value) if value else "(none)"
+    return quote(value)
 
 
 def _plain_list_events(nct_id: str, section: str, key: str, rule: FieldRule,
@@ -335,17 +362,18 @@ def _flat_change_parts(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
     """The parts when no key that differs holds a list or table on both sides; else None."""
     parts = []
     for key in old.keys() | new.keys():
+        enum = key in ENUM_KEYS
         if key not in new:
-            parts.append(f"{key} − {humanize(old[key])}")
+            parts.append(f"{key} − {speak(old[key], enum)}")
         elif key not in old:
-            parts.append(f"{key} + {humanize(new[key])}")
+            parts.append(f"{key} + {speak(new[key], enum)}")
         else:
             a, b = old[key], new[key]
             if not _differs(a, b):
                 continue
             if not (isinstance(a, _PLAIN) and isinstance(b, _PLAIN)):
                 return None
-            parts.append(f"{key} {humanize(a)} → {humanize(b)}")
+            parts.append(f"{key} {speak(a, enum)} → {speak(b, enum)}")
     return sorted(parts)
 
 
@@ -362,13 +390,14 @@ def _deepdiff_change_parts(old: Mapping[str, Any], new: Mapping[str, Any]) -> li
         for level in levels:
             path = [str(p) for p in level.path(output_format="list") if not isinstance(p, int)]
             name = ".".join(path) or "value"
+            enum = bool(path) and path[-1] in ENUM_KEYS
             if report in ("iterable_item_added", "dictionary_item_added", "set_item_added"):
-                parts.append(f"{name} + {humanize(level.t2)}")
+                parts.append(f"{name} + {speak(level.t2, enum)}")
             elif report in ("iterable_item_removed", "dictionary_item_removed",
                             "set_item_removed"):
-                parts.append(f"{name} − {humanize(level.t1)}")
+                parts.append(f"{name} − {speak(level.t1, enum)}")
             else:
-                parts.append(f"{name} {humanize(level.t1)} → {humanize(level.t2)}")
+                parts.append(f"{name} {speak(level.t1, enum)} → {speak(level.t2, enum)}")
     return sorted(parts)
 
 
@@ -403,8 +432,8 @@ def _bulk_change_events(nct_id: str, rule: FieldRule, field: str,
         _o, _n, count = groups.get(signature, (old_values, new_values, 0))
         groups[signature] = (old_values, new_values, count + 1)
     for old_values, new_values, count in groups.values():
-        parts = [f"{sub} {humanize(old_values[sub])} → {humanize(new_values[sub])}"
-                 for sub in old_values]
+        parts = [f"{sub} {speak(old_values[sub], sub in ENUM_KEYS)} → "
+                 f"{speak(new_values[sub], sub in ENUM_KEYS)}" for sub in old_values]
         yield _event(nct_id, rule, field, {**old_values, "count": count},
                      {**new_values, "count": count},
                      f"{rule.label} changed at {count} {_plural(rule.label)}: "
@@ -444,4 +473,4 @@ def _describe(item: Any) -> str:
     if "facility" in item:
         where = ", ".join(str(item[k]) for k in ("facility", "city", "country") if item.get(k))
         return shorten(where)
-    return shorten(humanize(item))
+    return shorten(speak(item))

@@ -127,6 +127,28 @@ def humanize(value: Any) -> str:
     return text
 
 
+def quote(value: Any) -> str:
+    """Registry free text as written ("FDA", "GLIOMAX-101", zip "S2000CVB"); only the shape
+    of a value is put into words: none, yes/no, a date with its type, a count with thousands
+    separators, lists and tables. Enumerations are ``humanize``'s job."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        if "date" in value:
+            kind = value.get("type")
+            return f"{value['date']} ({kind.lower()})" if kind else str(value["date"])
+        if "count" in value:
+            return quote(value["count"])
+        return ", ".join(f"{k}: {quote(v)}" for k, v in sorted(value.items()) if v is not None)
+    if isinstance(value, list):
+        return ", ".join(quote(v) for v in value) if value else "(none)"
+    return str(value)
+
+
 def shorten(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

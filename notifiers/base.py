@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 STUDY_URL = "https://clinicaltrials.gov/study/{nct_id}"
+HOME_URL = "https://clinicaltrials.gov/"
 
 #: ``Alert.kind``: one trial version's events, a digest of many, or news about the monitor.
 ALERT_KINDS = ("trial", "digest", "system")
@@ -87,6 +88,9 @@ class Alert:
 
     @property
     def url(self) -> str:
+        """The trial's page; a test alert, which has no trial, links to the registry's home."""
+        if self.test:
+            return HOME_URL
         return STUDY_URL.format(nct_id=self.nct_id) if self.nct_id else ""
 
     @property

@@ -56,6 +56,11 @@ def format_value(value: Any, limit: int = VALUE_LIMIT) -> str:
         text = "(none)"
     elif isinstance(value, bool):
         text = "yes" if value else "no"
+    elif isinstance(value, Mapping) and ("date" in value or "count" in value):
+        shown = value.get("date", value.get("count"))
+        kind = value.get("type")
+        shown = f"{shown:,}" if isinstance(shown, int) and not isinstance(shown, bool) else shown
+        text = f"{shown} ({str(kind).lower()})" if kind else str(shown)
     elif isinstance(value, Mapping):
         text = ", ".join(
             f"{k}: {format_value(v, limit)}" for k, v in value.items() if v is not None
@@ -79,9 +84,13 @@ def subject(alert: Alert, prefix: str = "[trialwatch]") -> str:
 
 
 def _change_line(event: Mapping[str, Any]) -> str | None:
-    """``old → new`` for an event that carries values, else None."""
+    """``old → new`` under a summary that does not already say it, else None: a summary
+    with its own "→" ("Enrollment: 1,210 → 1,300 (estimated)"), an item added or removed,
+    a new query match or a yes/no say everything a person needs."""
     old, new = event.get("old"), event.get("new")
-    if old is None and new is None:
+    if old is None or new is None or "→" in str(event.get("summary", "")):
+        return None
+    if event.get("kind") in ("new_trial", "removed") or isinstance(old, bool):
         return None
     return f"{format_value(old)} → {format_value(new)}"
 

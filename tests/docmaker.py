@@ -179,9 +179,10 @@ def sites(doc: Study) -> list[dict[str, Any]]:
     return found
 
 
-def add_site(doc: Study, facility: str, city: str, country: str) -> Study:
+def add_site(doc: Study, facility: str, city: str, country: str, **more: Any) -> Study:
+    """A recruiting site; ``more`` adds or overrides fields (``zip``, ``status``, ...)."""
     sites(doc).append({"facility": facility, "status": "RECRUITING", "city": city,
-                       "country": country})
+                       "country": country, **more})
     return doc
 
 

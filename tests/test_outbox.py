@@ -203,6 +203,15 @@ def test_notify_test_sends_a_marked_test_alert(tmp_path, mailbox, hook):
     assert "test alert" in mailbox.messages()[0].get_body(("plain",)).get_content().lower()
 
 
+def test_notify_test_links_to_the_registry_home_page_not_a_made_up_trial(tmp_path, mailbox, hook):
+    config = write_config(tmp_path, mailbox, hook)
+    assert trialwatch(config, "notify", "test").exit_code == 0
+    assert hook.requests[0].json()["url"] == "https://clinicaltrials.gov/"
+    body = mailbox.messages()[0].get_body(("plain",)).get_content()
+    assert "View the trial: https://clinicaltrials.gov/\n" in body.replace("\r\n", "\n")
+    assert "/study/NCT00000000" not in body
+
+
 def test_no_notify_stores_alerts_without_sending(tmp_path, hook):
     config = write_config(tmp_path, None, hook)
     for path in (SEED, CONSTRUCTED, recruiting_copy(tmp_path)):

@@ -81,7 +81,7 @@ def _record_fetched(session: Session, report: CycleReport, record: TrialRecord,
         extra.append(ChangeEvent(
             nct_id=record.nct_id, kind="new_trial", field="query", old=None,
             new=new_matches[record.nct_id], severity="medium",
-            summary=f"New trial matching query {new_matches[record.nct_id]}: "
+            summary=f'New trial matching "{new_matches[record.nct_id]}": '
                     f"{record.title or record.nct_id}"))
     observation = Observation(record=record, raw=b"", compressed_raw=compressed_raw,
                               raw_format="ctgov-json", source="ctgov", fetched_at=fetched_at)
