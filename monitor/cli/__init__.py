@@ -19,6 +19,7 @@ from trialwatch.monitor.errors import CommandError, database_busy
 from trialwatch.monitor.service.context import App
 
 COMMANDS: dict[str, str] = {
+    "demo": "trialwatch.monitor.cli.demo:demo",
     "watch": "trialwatch.monitor.cli.watching:watch",
     "unwatch": "trialwatch.monitor.cli.watching:unwatch",
     "list": "trialwatch.monitor.cli.records:list_trials",

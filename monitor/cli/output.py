@@ -20,19 +20,24 @@ def emit_json(value: Any) -> None:
 
 
 def render_events(events: Sequence[dict[str, Any]], *, indent: str = "  ") -> list[str]:
-    """Events grouped by kind, one aligned line each: ``status  high  Recruitment ...``."""
+    """One aligned line per event, most severe first (then in kind order, as ``--json``
+    lists them): ``status  high  Recruitment status: ...``."""
     if not events:
         return [f"{indent}(no changes)"]
     width = max(len(e["kind"]) for e in events)
     lines = []
-    for event in sorted(events, key=lambda e: (e["kind"], -_rank(e["severity"]))):
+    for event in sorted(events, key=_most_severe_first):
         lines.append(f"{indent}{event['kind']:<{width}}  {event['severity']:<6}  "
                      f"{event['summary']}")
     return lines
 
 
-def _rank(severity: str) -> int:
-    return {"low": 0, "medium": 1, "high": 2}.get(severity, 0)
+def _most_severe_first(event: dict[str, Any]) -> tuple[int, int]:
+    from trialwatch.monitor.events import KINDS, SEVERITY_RANK
+
+    kind = event["kind"]
+    return (-SEVERITY_RANK.get(event["severity"], 0),
+            KINDS.index(kind) if kind in KINDS else len(KINDS))
 
 
 def echo_lines(lines: Iterable[str]) -> None:

@@ -73,8 +73,9 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
         if not query_name:
             raise CommandError("--name is needed: the query text gives no usable name")
         created = add_query(db, query_name, term=term, condition=condition)
-        state = "saved" if created else "updated"
-        click.echo(f"query {query_name} {state}: term={term!r} condition={condition!r}")
+        said = ", ".join(f'{label} "{value}"' for label, value
+                         in (("term", term), ("condition", condition)) if value)
+        click.echo(f"saved search {query_name}{'' if created else ' updated'}: {said}")
 
 
 def _slug(text: str) -> str:
