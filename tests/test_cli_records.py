@@ -240,10 +240,12 @@ def test_list_json_shape(tw: Tw) -> None:
             "Continuation Booster Trial After a Vaccine Combining Tyrosinase/GP100/MART-1 "
             "Peptides Emulsified With Montanide ISA 51 With or Without GM-CSF for Patients "
             "With Melanoma"),
-         "status": "TERMINATED", "latest_version": 1, "watched": False},
+         "status": "TERMINATED", "latest_version": 1, "watched": False, "phase": ["PHASE2"],
+         "last_change": None, "removed": False},
         {"nct_id": "NCT07328581",
          "title": "BCMA-CD19 cCAR T for the Treatment of Refractory Lupus",
-         "status": "NOT_YET_RECRUITING", "latest_version": 1, "watched": False},
+         "status": "NOT_YET_RECRUITING", "latest_version": 1, "watched": False,
+         "phase": ["PHASE1", "PHASE2"], "last_change": None, "removed": False},
     ]
 
 

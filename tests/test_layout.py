@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trialwatch.monitor.web",),
     ("trialwatch.monitor.service",),
     ("trialwatch.monitor.cycle", "trialwatch.monitor.backfill"),
-    ("trialwatch.monitor.views", "trialwatch.monitor.feeds"),
+    ("trialwatch.monitor.views", "trialwatch.monitor.feeds", "trialwatch.monitor.trial_table"),
     ("trialwatch.monitor.versioning",),
     ("trialwatch.monitor.config", "trialwatch.monitor.errors"),
     ("trialwatch.notifiers",),

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from trialwatch.monitor import __version__
+from trialwatch.monitor.cli.help import HelpGroup
 from trialwatch.monitor.errors import CommandError, database_busy
 from trialwatch.monitor.service.context import App
 
@@ -22,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "demo": "trialwatch.monitor.cli.demo:demo",
     "watch": "trialwatch.monitor.cli.watching:watch",
     "unwatch": "trialwatch.monitor.cli.watching:unwatch",
-    "list": "trialwatch.monitor.cli.records:list_trials",
+    "list": "trialwatch.monitor.cli.trials:list_trials",
     "ingest": "trialwatch.monitor.cli.records:ingest",
     "check": "trialwatch.monitor.cli.watching:check",
     "run": "trialwatch.monitor.cli.service:run",
@@ -38,7 +39,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(HelpGroup):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -92,6 +93,15 @@ def cli(ctx: click.Context, config_path: Path | None, db_url: str | None,
     ctx.call_on_close(app.close)
 
 
+def usage_problem(exc: click.UsageError) -> str:
+    """A usage error as one line that ends by saying where the help is."""
+    message = " ".join(exc.format_message().split())
+    if message and message[-1] not in ".!?":
+        message += "."
+    command = exc.ctx.command_path if exc.ctx is not None else "trialwatch"
+    return f"{message} Try '{command} --help'"
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: errors become one line on stderr, never a traceback."""
     try:
@@ -101,9 +111,15 @@ def main(argv: list[str] | None = None) -> Any:
     except click.Abort:
         click.echo("trialwatch: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare ``trialwatch``, ``trialwatch db``
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except CommandError as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        click.echo(f"trialwatch: error: {usage_problem(exc)}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         click.echo(f"trialwatch: error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(2)

@@ -6,6 +6,7 @@ import uuid
 
 import click
 
+from trialwatch.monitor.cli.help import HelpGroup
 from trialwatch.monitor.cli.output import emit_json
 from trialwatch.monitor.errors import CommandError
 from trialwatch.monitor.service.context import App
@@ -13,16 +14,16 @@ from trialwatch.monitor.service.context import App
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def notify() -> None:
-    """Send alerts by hand."""
+    """Send a test alert through the configured channels."""
 
 
 @notify.command("test")
 @click.argument("channel", required=False)
 @pass_app
 def notify_test(app: App, channel: str | None) -> None:
-    """Send a clearly marked test alert through one channel (default: every channel)."""
+    """Send a clearly marked test alert through every channel, or one."""
     from trialwatch.notifiers.base import Alert
 
     channels = app.channels
@@ -46,9 +47,9 @@ def notify_test(app: App, channel: str | None) -> None:
         raise click.exceptions.Exit(1)
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def outbox() -> None:
-    """Inspect and retry queued alerts."""
+    """List queued and dead alerts, and retry dead ones."""
 
 
 @outbox.command("list")
@@ -95,7 +96,7 @@ def outbox_retry(app: App, alert_id: str | None, all_dead: bool, no_deliver: boo
     from trialwatch.notifiers.outbox import retry_dead
 
     if bool(alert_id) == all_dead:
-        raise CommandError("give one alert ID or --all-dead")
+        raise click.UsageError("give one alert ID or --all-dead")
     count = retry_dead(app.database(), alert_id)
     if alert_id and not count:
         raise CommandError(f"alert {alert_id}: not in the outbox as dead")

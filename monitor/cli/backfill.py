@@ -22,20 +22,23 @@ pass_app = click.make_pass_decorator(App)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON summary on stdout.")
 @pass_app
 def backfill(app: App, nct_ids: tuple[str, ...], as_json: bool) -> None:
-    """Import every past registry version of trials, with the changes between them.
+    """Import the past registry versions of trials, with their changes.
 
-    Versions come from the registry's version history (``ctgov.history_url``), in order,
-    each stored with its registry version number and posting date. The events between them
-    are historical: listed by ``history`` and ``diff``, never sent as alerts. Running it
+    Versions come from the registry's version history (ctgov.history_url in the
+    configuration), in order, each stored with its registry version number and posting
+    date. The events between them are historical: listed by history and diff, never sent
+    as alerts. Running it
     again imports only what is missing (an interrupted run resumes). Versions are numbered
     in registry order: for a trial already watched, its past becomes versions 1..k and its
     stored versions move k up (their events and pending alerts with them, in one
     transaction); a registry version equal to a stored one only gives it its registry
-    number, and versions newer than the newest stored one are left to ``check``.
+    number, and versions newer than the newest stored one are left to check.
 
     \b
+    Examples:
       trialwatch backfill NCT03934567
       trialwatch history NCT03934567 --kind outcomes     were the outcomes switched?
+
     Exit status: 0 all imported, 1 some trial failed (one line each on stderr).
     """
     from trialwatch.monitor.backfill import backfill_trial

@@ -7,15 +7,16 @@ from typing import Any
 
 import click
 
+from trialwatch.monitor.cli.help import HelpGroup
 from trialwatch.monitor.errors import CommandError
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def db() -> None:
-    """Database schema management."""
+    """Upgrade the database schema, or copy it to another server."""
 
 
 @db.command()
@@ -44,9 +45,10 @@ def migrate_to(app: App, url: str) -> None:
 
     Every trial, version, event, outbox alert, saved query and cycle is copied in one
     transaction on the target, whose schema is created first; row counts are then compared
-    table by table. A target that is not empty is refused. Stop `trialwatch run` first.
+    table by table. A target that is not empty is refused. Stop trialwatch run first.
 
     \b
+    Example:
       trialwatch --db sqlite:///trialwatch.db db migrate-to postgresql://tw@db.example.org/tw
     """
     from trialwatch.storage.engine import DatabaseError, normalize_url, open_database

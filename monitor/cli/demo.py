@@ -61,7 +61,7 @@ def shown_path(path: Path) -> str:
 @click.command()
 @pass_app
 def demo(app: App) -> None:
-    """Show what trialwatch does, offline: three versions of the shipped seed trial.
+    """Show what trialwatch does, offline, on the shipped seed trial.
 
     Stores the seed and two later versions of it (recruiting; completed with results),
     prints the changes as a console alert would, and ends with the commands that look

@@ -1,4 +1,4 @@
-"""Record commands: ``ingest`` files, ``diff`` versions or files, ``history``, ``list``."""
+"""Record commands: ``ingest`` files, ``diff`` versions or files, ``history``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from trialwatch.monitor.cli.output import (
     stdout_reserved,
 )
 from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.events import KINDS
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
@@ -26,10 +27,19 @@ pass_app = click.make_pass_decorator(App)
 @click.option("--no-notify", is_flag=True, help="Store only; do not deliver pending alerts.")
 @pass_app
 def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) -> None:
-    """Store record files or folders (API v2 JSON or text page) as versions + events.
+    """Store record files or folders as versions and their changes.
+
+    A file is API v2 JSON (a study or a list page) or a rendered text page.
 
     Each file is one transaction: a bad file is reported (one line naming it) and skipped,
-    the good ones are stored, and the exit code is 1 if any file failed.
+    and the good ones are stored. A folder's files are read in name order.
+
+    \b
+    Examples:
+      trialwatch ingest seeds/NCT07328581.txt
+      trialwatch ingest exports/ --json
+
+    Exit status: 0 all stored, 1 some file failed, 2 error.
     """
     from trialwatch.monitor.record import ParseError
     from trialwatch.monitor.sources.files import iter_record_paths, read_record_file
@@ -86,19 +96,24 @@ def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) ->
 @pass_app
 def diff(app: App, first: str, second: str | None, from_version: int | None,
          to_version: int | None, as_json: bool) -> None:
-    """Compare two stored versions of a trial (default: the last two) or two record files.
+    """Compare two stored versions of a trial, or two record files.
+
+    Of stored versions, the last two unless --from/--to say which. The most severe changes
+    are listed first.
 
     \b
+    Examples:
       trialwatch diff NCT07328581                 last two stored versions
       trialwatch diff NCT07328581 --from 1 --to 3
       trialwatch diff old.json new.txt            two files, no database
+
     Exit status: 0 equal, 1 different, 2 error (like diff(1)).
     """
     from trialwatch.monitor.record import is_valid_nct_id
 
     if second is not None:
         if from_version or to_version:
-            raise CommandError("--from/--to apply to stored versions, not to two files")
+            raise click.UsageError("--from/--to apply to stored versions, not to two files")
         result = _diff_files(Path(first), Path(second))
     elif is_valid_nct_id(first):
         result = _diff_stored(app, first, from_version, to_version)
@@ -152,12 +167,12 @@ def _diff_stored(app: App, nct_id: str, from_version: int | None,
 
 @click.command()
 @click.argument("nct_id")
-@click.option("--kind", "kinds", multiple=True, help="Only events of this kind (repeatable).")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only events of this kind (repeatable): " + ", ".join(KINDS) + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON history on stdout.")
 @pass_app
 def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> None:
-    """Every stored version of a trial and the events between them."""
-    from trialwatch.monitor.events import KINDS
+    """Show a trial's stored versions and the changes between them."""
     from trialwatch.monitor.record import is_valid_nct_id
     from trialwatch.monitor.views import NotFound, trial_history
 
@@ -192,24 +207,3 @@ def __getattr__(name: str) -> Any:
 
         return event_json
     raise AttributeError(name)
-
-
-@click.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON list on stdout.")
-@pass_app
-def list_trials(app: App, as_json: bool) -> None:
-    """Trials in the database: watched, matched by a query, or ingested."""
-    from trialwatch.monitor.views import trial_list
-
-    db = app.database()
-    with db.transaction() as session:
-        rows = trial_list(session)
-    if as_json:
-        emit_json(rows)
-        return
-    if not rows:
-        click.echo("No trials yet: try `trialwatch ingest seeds/` or `trialwatch watch NCT...`")
-    for row in rows:
-        mark = "*" if row["watched"] else " "
-        click.echo(f"{mark} {row['nct_id']}  v{row['latest_version'] or '-':<3} "
-                   f"{(row['status'] or '?'):<24} {row['title'] or ''}")

@@ -40,10 +40,12 @@ pass_app = click.make_pass_decorator(App)
               help="Serve Prometheus /metrics and /healthz on 127.0.0.1:PORT (0: any port).")
 @pass_app
 def run(app: App, once: bool, metrics_port: int | None) -> None:
-    """The service: fetch cycles on the configured schedule and alert delivery, until
-    SIGTERM or Ctrl-C (a second one exits at once).
+    """Run the service: fetch cycles and alert delivery until stopped.
+
+    SIGTERM or Ctrl-C lets the current step finish; a second one exits at once.
 
     \b
+    Examples:
       trialwatch --config /etc/trialwatch/trialwatch.toml run
       trialwatch run --once          # from cron: one cycle, deliver, exit
     """
@@ -58,7 +60,10 @@ def run(app: App, once: bool, metrics_port: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
 @pass_app
 def status(app: App, as_json: bool) -> None:
-    """Watched trials and queries, the last and next cycle, the outbox per channel."""
+    """Show what is watched, the last and next cycle, and the outbox.
+
+    The outbox is counted per channel: alerts pending, delivered and dead.
+    """
     payload, daemon = collect_status(app)
     if as_json:
         emit_json(payload)

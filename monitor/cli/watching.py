@@ -32,13 +32,14 @@ def _validated_ids(nct_ids: tuple[str, ...]) -> list[str]:
 @click.option("--name", help="Name of the saved search (default: made from the text).")
 @click.option("--offline", is_flag=True, help="Do not ask the registry whether the IDs exist.")
 @click.option("--backfill", "with_backfill", is_flag=True,
-              help="Also import every past registry version of the trials (see `backfill`).")
+              help="Also import every past registry version of the trials (see backfill).")
 @pass_app
 def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str | None,
           name: str | None, offline: bool, with_backfill: bool) -> None:
-    """Add trials, or a saved search whose matches become watched trials.
+    """Watch trials, or a saved search whose matches become watched.
 
     \b
+    Examples:
       trialwatch watch NCT07328581 NCT04267848
       trialwatch watch --backfill NCT03934567      with its whole registry history
       trialwatch watch --query "CAR-T" --condition lupus --name lupus-cart
@@ -46,7 +47,7 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
     from trialwatch.monitor.cycle.watchlist import add_query, add_trials
 
     if not nct_ids and not term and not condition:
-        raise CommandError("give NCT IDs, --query or --condition")
+        raise click.UsageError("give NCT IDs, --query or --condition")
     ids = _validated_ids(nct_ids)
     db = app.database()
     if ids:
@@ -91,7 +92,7 @@ def unwatch(app: App, nct_ids: tuple[str, ...], query_names: tuple[str, ...]) ->
     from trialwatch.monitor.cycle.watchlist import remove_query, remove_trials
 
     if not nct_ids and not query_names:
-        raise CommandError("give NCT IDs or --query NAME")
+        raise click.UsageError("give NCT IDs or --query NAME")
     ids = _validated_ids(nct_ids)
     db = app.database()
     missing = [q for q in query_names if not remove_query(db, q)]
@@ -111,7 +112,7 @@ def unwatch(app: App, nct_ids: tuple[str, ...], query_names: tuple[str, ...]) ->
 @click.option("--no-notify", is_flag=True, help="Store only; do not deliver pending alerts.")
 @pass_app
 def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) -> None:
-    """Run one fetch cycle now (all watched trials, or just the given ones)."""
+    """Run one fetch cycle now (every watched trial, or those given)."""
     from trialwatch.monitor.cycle.run import run_cycle
     from trialwatch.monitor.cycle.watchlist import ensure_trials, sync_declared_watches
 

@@ -34,10 +34,12 @@ def is_loopback(host: str) -> bool:
 def serve(app: App, host: str, port: int, token: str | None) -> None:
     """Serve the read-only web dashboard, Atom feeds and JSON API.
 
+    Pages: / (trials), /trials/NCT..., /changes; feeds under /feeds/, JSON under /api/.
+
     \b
+    Examples:
       trialwatch serve                               http://127.0.0.1:8080/
       TRIALWATCH_WEB_TOKEN=s3cret trialwatch serve --host 0.0.0.0
-    Pages: / (trials), /trials/NCT..., /changes; feeds under /feeds/, JSON under /api/.
     """
     token = token or None
     if not is_loopback(host) and not token:
@@ -69,9 +71,12 @@ def serve(app: App, host: str, port: int, token: str | None) -> None:
 @pass_app
 def feed(app: App, nct_id: str | None, query_name: str | None, limit: int,
          base_url: str | None) -> None:
-    """Write an Atom feed of changes to stdout (all trials, one trial, or a query's).
+    """Write an Atom feed of changes to stdout.
+
+    All trials, one trial, or the trials of a saved search.
 
     \b
+    Examples:
       trialwatch feed > changes.atom
       trialwatch feed NCT07328581 > NCT07328581.atom
       trialwatch feed --query lupus-cart > lupus-cart.atom
@@ -80,7 +85,7 @@ def feed(app: App, nct_id: str | None, query_name: str | None, limit: int,
     from trialwatch.monitor.views import NotFound, changes_feed
 
     if nct_id is not None and query_name is not None:
-        raise CommandError("give an NCT ID or --query NAME, not both")
+        raise click.UsageError("give an NCT ID or --query NAME, not both")
     if nct_id is not None and not is_valid_nct_id(nct_id):
         raise CommandError(f"{nct_id}: not an NCT ID (NCT + 8 digits)")
     db = app.database()
