@@ -61,10 +61,10 @@ def event_order(event: Mapping[str, Any]) -> tuple[int, int, str]:
 # --- The CLI's JSON shapes -------------------------------------------------------------------
 
 def trial_list(session: Session) -> list[dict[str, Any]]:
-    """``list --json``: every trial in the database."""
-    return [{"nct_id": t.nct_id, "title": t.title, "status": t.overall_status,
-             "latest_version": t.latest_version or None, "watched": t.watched}
-            for t in repo.trials(session)]
+    """``list --json`` (and ``/api/trials``): every trial in the database."""
+    from trialwatch.monitor.trial_table import trial_rows
+
+    return trial_rows(session)
 
 
 def trial_history(session: Session, nct_id: str,

@@ -103,11 +103,18 @@ def run_example(example: Example, env: dict[str, str]) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=120)
 
 
-def run_long(example: Example, env: dict[str, str]) -> int:
-    """Start a command that runs until stopped; it must stay up, then stop on SIGTERM."""
+def run_long(example: Example, env: dict[str, str], registry: FakeRegistry) -> int:
+    """Start a command that runs until stopped; once it has asked the registry (``run``'s
+    first cycle) or a few seconds have passed, it must still be up and stop on SIGTERM."""
+    asked = len(registry.requests)
     process = subprocess.Popen(["bash", "-c", f"exec {example.command}"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if subcommand(example.command) != "run" or len(registry.requests) > asked:
+            break
+        time.sleep(0.2)
+    time.sleep(2)
     assert process.poll() is None, (example.command, process.communicate())
     process.send_signal(signal.SIGTERM)
     try:
@@ -138,12 +145,13 @@ def test_the_demo_shows_a_status_change() -> None:
     assert "  * [high] Recruitment status: Recruiting → Completed" in demo.shown
 
 
-def test_every_tour_command_gives_the_output_shown(fresh_env: dict[str, str]) -> None:
+def test_every_tour_command_gives_the_output_shown(fresh_env: dict[str, str],
+                                                   tour_registry: FakeRegistry) -> None:
     steps = tour()
     assert len(steps) > 15 and steps[0].command == "trialwatch demo"
     for example in steps:
         if subcommand(example.command) in LONG_RUNNING:
-            run_long(example, fresh_env)
+            run_long(example, fresh_env, tour_registry)
             continue
         result = run_example(example, fresh_env)
         expected = 1 if subcommand(example.command) == "diff" else 0
