@@ -95,7 +95,7 @@ def demo(app: App) -> None:
 
 
 def _run(app: App, files: list[Path], where: str, db_option: str) -> None:
-    from trialwatch.monitor.config.settings import Subscription
+    from trialwatch.monitor.config.subscriptions import Subscription
     from trialwatch.monitor.record import ParseError
     from trialwatch.monitor.sources.files import read_record_file
     from trialwatch.monitor.versioning import Observation, record_observation
