@@ -30,3 +30,20 @@ def database_busy(exc: BaseException, database: str | None = None) -> CommandErr
     return CommandError(
         f"{where}database is busy: another process held its write lock for more than "
         f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g}s (a long `trialwatch` command?); try again")
+
+
+def with_help_pointer(message: str, command_path: str) -> str:
+    """``message`` as one sentence followed by ``Try 'trialwatch CMD --help'``."""
+    text = " ".join(message.split())
+    if text and text[-1] not in ".!?":
+        text += "."
+    return f"{text} Try '{command_path} --help'"
+
+
+class UsageProblem(CommandError):
+    """A command used wrongly (options that do not go together, nothing to act on): one line
+    that ends by naming the help to read, exit status 2."""
+
+    def __init__(self, message: str) -> None:
+        ctx = click.get_current_context(silent=True)
+        super().__init__(with_help_pointer(message, ctx.command_path if ctx else "trialwatch"))

@@ -16,7 +16,7 @@ import click
 
 from trialwatch.monitor import __version__
 from trialwatch.monitor.cli.help import HelpGroup
-from trialwatch.monitor.errors import CommandError, database_busy
+from trialwatch.monitor.errors import CommandError, database_busy, with_help_pointer
 from trialwatch.monitor.service.context import App
 
 COMMANDS: dict[str, str] = {
@@ -95,11 +95,8 @@ def cli(ctx: click.Context, config_path: Path | None, db_url: str | None,
 
 def usage_problem(exc: click.UsageError) -> str:
     """A usage error as one line that ends by saying where the help is."""
-    message = " ".join(exc.format_message().split())
-    if message and message[-1] not in ".!?":
-        message += "."
     command = exc.ctx.command_path if exc.ctx is not None else "trialwatch"
-    return f"{message} Try '{command} --help'"
+    return with_help_pointer(exc.format_message(), command)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -8,7 +8,7 @@ import click
 
 from trialwatch.monitor.cli.help import HelpGroup
 from trialwatch.monitor.cli.output import emit_json
-from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
@@ -96,7 +96,7 @@ def outbox_retry(app: App, alert_id: str | None, all_dead: bool, no_deliver: boo
     from trialwatch.notifiers.outbox import retry_dead
 
     if bool(alert_id) == all_dead:
-        raise click.UsageError("give one alert ID or --all-dead")
+        raise UsageProblem("give one alert ID or --all-dead")
     count = retry_dead(app.database(), alert_id)
     if alert_id and not count:
         raise CommandError(f"alert {alert_id}: not in the outbox as dead")

@@ -14,7 +14,7 @@ from trialwatch.monitor.cli.output import (
     render_events,
     stdout_reserved,
 )
-from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.events import KINDS
 from trialwatch.monitor.service.context import App
 
@@ -113,7 +113,7 @@ def diff(app: App, first: str, second: str | None, from_version: int | None,
 
     if second is not None:
         if from_version or to_version:
-            raise click.UsageError("--from/--to apply to stored versions, not to two files")
+            raise UsageProblem("--from/--to apply to stored versions, not to two files")
         result = _diff_files(Path(first), Path(second))
     elif is_valid_nct_id(first):
         result = _diff_stored(app, first, from_version, to_version)

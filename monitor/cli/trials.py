@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from trialwatch.monitor.cli.output import emit_json
-from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.events import KINDS
 from trialwatch.monitor.service.context import App
 
@@ -55,7 +55,7 @@ def list_trials(app: App, status: str | None, kind: str | None, query_name: str 
     db = app.database()
     if show_queries:
         if status or kind or query_name or watched_only:
-            raise click.UsageError("--queries lists saved searches: it takes no trial filters")
+            raise UsageProblem("--queries lists saved searches: it takes no trial filters")
         with db.transaction() as session:
             queries = query_rows(session, declared_queries)
         if as_json:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from trialwatch.monitor.cli.output import echo_lines, emit_json, render_events, stdout_reserved
-from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
@@ -47,7 +47,7 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
     from trialwatch.monitor.cycle.watchlist import add_query, add_trials
 
     if not nct_ids and not term and not condition:
-        raise click.UsageError("give NCT IDs, --query or --condition")
+        raise UsageProblem("give NCT IDs, --query or --condition")
     ids = _validated_ids(nct_ids)
     db = app.database()
     if ids:
@@ -92,7 +92,7 @@ def unwatch(app: App, nct_ids: tuple[str, ...], query_names: tuple[str, ...]) ->
     from trialwatch.monitor.cycle.watchlist import remove_query, remove_trials
 
     if not nct_ids and not query_names:
-        raise click.UsageError("give NCT IDs or --query NAME")
+        raise UsageProblem("give NCT IDs or --query NAME")
     ids = _validated_ids(nct_ids)
     db = app.database()
     missing = [q for q in query_names if not remove_query(db, q)]

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
@@ -85,7 +85,7 @@ def feed(app: App, nct_id: str | None, query_name: str | None, limit: int,
     from trialwatch.monitor.views import NotFound, changes_feed
 
     if nct_id is not None and query_name is not None:
-        raise click.UsageError("give an NCT ID or --query NAME, not both")
+        raise UsageProblem("give an NCT ID or --query NAME, not both")
     if nct_id is not None and not is_valid_nct_id(nct_id):
         raise CommandError(f"{nct_id}: not an NCT ID (NCT + 8 digits)")
     db = app.database()
