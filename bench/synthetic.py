@@ -52,7 +52,7 @@ MIX: tuple[tuple[str, int], ...] = (
 )
 SLOTS = 200
 STATUSES = ("RECRUITING", "ACTIVE_NOT_RECRUITING", "COMPLETED", "SUSPENDED", "TERMINATED")
-STAMP_FIELDS = {"NCTId", "NCTIdAlias", "LastUpdatePostDate"}
+STAMP_FIELDS = {"NCTId", "NCTIdAlias", "LastUpdatePostDate", "OverallStatus"}
 
 
 def nct_of(i: int, base: int = WATCHED_BASE) -> str:

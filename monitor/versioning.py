@@ -149,6 +149,25 @@ def record_removal(session: Session, trial_row: Trial, *, now: datetime,
     return event
 
 
+def record_restoration(session: Session, trial_row: Trial, *, now: datetime,
+                       subscriptions: Sequence[Subscription] = ()) -> ChangeEvent | None:
+    """The registry serves again a record it had stopped serving: one ``removed`` event
+    saying so (its status as ``new``), and the trial is no longer marked removed."""
+    if trial_row.removed_at is None or not trial_row.latest_version:
+        return None
+    trial_row.removed_at = None
+    event = ChangeEvent(
+        nct_id=trial_row.nct_id, kind="removed", field="record", old=None,
+        new=trial_row.overall_status, severity="high",
+        summary="Record served by the registry again",
+        from_version=trial_row.latest_version, to_version=trial_row.latest_version,
+        detected_at=iso_utc(now))
+    (event_id,) = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
+    enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, event_id)],
+                   subscriptions, now=now)
+    return event
+
+
 def _known_state(session: Session, trial_row: Trial, latest: Version) -> TrialRecord:
     """The latest version, plus what earlier versions knew of fields it does not carry.
 

@@ -39,6 +39,8 @@ class LeasedTrial:
     nct_id: str
     registry_last_update: str | None
     has_version: bool
+    overall_status: str | None = None
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,10 +212,12 @@ def _lease(session: Session, round_id: int, owner: str, lease: timedelta, limit:
     rows = session.execute(
         update(Trial).where(Trial.id.in_(free))
         .values(lease_owner=owner, lease_until=now + lease)
-        .returning(Trial.nct_id, Trial.registry_last_update, Trial.latest_version)
+        .returning(Trial.nct_id, Trial.registry_last_update, Trial.latest_version,
+                   Trial.overall_status, Trial.removed_at)
         .execution_options(synchronize_session=False))
-    return sorted((LeasedTrial(nct_id, last_update, bool(latest))
-                   for nct_id, last_update, latest in rows), key=lambda t: t.nct_id)
+    return sorted((LeasedTrial(nct_id, last_update, bool(latest), status, removed is not None)
+                   for nct_id, last_update, latest, status, removed in rows),
+                  key=lambda t: t.nct_id)
 
 
 def stamp_unmoved(session: Session, round_id: int) -> int:

@@ -109,6 +109,9 @@ class Trial(Base):
     # The round (``cycle_rounds.id``) this trial was last checked in; rounds only grow, so
     # "not checked in round R yet" is ``checked_round IS NULL OR checked_round < R``.
     checked_round: Mapped[int | None]
+    # The registry data load (``dataTimestamp`` of ``/version``, normalized) of the trial's
+    # last full fetch: rolling re-verification re-fetches the oldest (None: never, oldest).
+    verified_data_at: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_trials_watched", "watched"),

@@ -233,7 +233,7 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
 # sends UPDATEs of one shape (the same columns) as one executemany, and UPDATEs of mixed
 # shapes (the status moved on one trial, not on the next) one statement each.
 _REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "removed_at",
-                             "registry_last_update", "last_error")
+                             "registry_last_update", "last_error", "verified_data_at")
 
 
 # An INSERT of rows queued here changes nothing the caches remember (add_version updated

@@ -119,10 +119,13 @@ def test_ids_per_request_never_exceed_page_size(registry, client):
     assert [len(r.ids) for r in registry.requests_to("/studies")] == [100, 100, 50]
 
 
-def test_stamps_carry_id_and_last_update_date(registry, client):
+def test_stamps_carry_id_last_update_date_and_status(registry, client):
     add(registry, 1, "2026-11-20")
-    assert list(client.iter_stamps([nct(1), nct(2)])) == [StudyStamp(nct(1), "2026-11-20")]
-    assert registry.requests[0].params["fields"] == "NCTId,NCTIdAlias,LastUpdatePostDate"
+    status = registry.studies[nct(1)]["protocolSection"]["statusModule"]["overallStatus"]
+    assert list(client.iter_stamps([nct(1), nct(2)])) == [
+        StudyStamp(nct(1), "2026-11-20", overall_status=status)]
+    assert registry.requests[0].params["fields"] == \
+        "NCTId,NCTIdAlias,LastUpdatePostDate,OverallStatus"
 
 
 def test_paging_follows_next_page_token_with_the_same_params(registry, client):
@@ -180,7 +183,8 @@ def test_iter_studies_returns_full_documents_100_ids_per_request(registry, clien
 def test_an_alias_in_filter_ids_maps_to_the_current_record(registry, client):
     add(registry, 2)
     registry.add_alias(nct(1), nct(2))
-    assert list(client.iter_stamps([nct(1)])) == [StudyStamp(nct(2), "2026-11-01", (nct(1),))]
+    assert [(s.nct_id, s.last_update_posted, s.aliases) for s in client.iter_stamps([nct(1)])
+            ] == [(nct(2), "2026-11-01", (nct(1),))]
 
 
 def test_a_study_that_was_not_asked_for_is_skipped_and_logged(registry, client):

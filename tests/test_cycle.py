@@ -63,7 +63,7 @@ def test_second_cycle_with_nothing_changed_only_lists_and_stores_nothing(db, reg
     cycle(db, registry)
     registry.data_timestamp = "2026-11-26T09:00:00"  # new data load, but not for our trials
     registry.requests.clear()
-    report = cycle(db, registry)
+    report = cycle(db, registry, reverify_every=timedelta(0))  # the listing alone
     paths = [(r.path, r.params.get("fields")) for r in registry.requests]
     assert report.fetched == 0
     assert count(db, Version) == 3
@@ -87,7 +87,7 @@ def test_one_changed_record_is_fetched_once_and_gives_its_status_event(db, regis
     change_status(registry, ids[2], "COMPLETED", "2026-11-20")
     registry.data_timestamp = "2026-11-26T09:00:00"
     registry.requests.clear()
-    report = cycle(db, registry)
+    report = cycle(db, registry, reverify_every=timedelta(0))  # the listing alone
     full_fetches = [r for r in registry.requests_to("/studies") if "fields" not in r.params]
     assert [r.ids for r in full_fetches] == [[ids[2]]]
     assert [(e.nct_id, e.kind, e.old, e.new) for e in report.events] == [

@@ -123,7 +123,8 @@ def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) ->
     if ids:
         ensure_trials(db, ids)
     with app.registry_client() as client:
-        report = run_cycle(db, client, subscriptions=app.subscriptions, only=ids or None)
+        report = run_cycle(db, client, subscriptions=app.subscriptions, only=ids or None,
+                           reverify_every=app.config.ctgov.reverify_every)
     if channels:
         with stdout_reserved(as_json):
             app.deliver_pending()

@@ -45,11 +45,12 @@ from pydantic import (
 )
 
 from trialwatch.monitor.config.database_url import default_database_url, overriding_database_url
-from trialwatch.monitor.config.durations import CronSchedule, parse_cron
+from trialwatch.monitor.config.durations import CronSchedule, parse_cron, parse_duration
 from trialwatch.monitor.config.subscriptions import Subscription
 from trialwatch.monitor.config.values import (
     DEFAULT_CONFIG_FILE,
     LOG_LEVELS,
+    ByteSize,
     ConfigError,
     DatabaseUrl,
     Duration,
@@ -124,6 +125,22 @@ class CtgovConfig(_Table):
     # characters each: ~600 at the default; 12,500 lets a page of 1,000 through, where
     # the registry and any proxy in between accept such URLs).
     max_url_length: StrictInt = Field(default=7500, ge=1000)
+    # Longest registry answer read (decompressed); a longer one fails like a bad answer.
+    max_response_size: ByteSize = 50 * 1024 * 1024
+    # Every watched trial is fully re-fetched at least this often, counted on the registry's
+    # data timeline (``dataTimestamp`` of ``/version``): catches what changes without
+    # ``lastUpdatePostDate`` moving. 0 turns it off.
+    reverify_every: timedelta = timedelta(days=7)
+
+    @field_validator("reverify_every", mode="before")
+    @classmethod
+    def _duration_or_off(cls, value: Any) -> Any:
+        if value in (0, "0") and not isinstance(value, bool):
+            return timedelta(0)
+        try:
+            return parse_duration(value)
+        except (TypeError, ValueError) as exc:
+            invalid(f"{exc} (or 0 to turn re-verification off)")
 
 
 class ScheduleConfig(_Table):

@@ -7,8 +7,9 @@ the person editing the file; notifiers use it for their ``[channels.X]`` setting
 Validators here raise through ``invalid(message, *deeper_loc)`` so their message is kept
 as written. Messages never echo values of keys that may hold secrets.
 
-Value types: ``Duration`` ("6h" → timedelta), ``NctId``, ``HttpUrl``, ``DatabaseUrl`` (a
-bare path becomes an absolute SQLite URL), ``LogLevel``, ``NonEmptyStr``.
+Value types: ``Duration`` ("6h" → timedelta), ``ByteSize`` ("50MB" → bytes), ``NctId``,
+``HttpUrl``, ``DatabaseUrl`` (a bare path becomes an absolute SQLite URL), ``LogLevel``,
+``NonEmptyStr``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any, NoReturn, get_args
 
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 
 from trialwatch.monitor.config.database_url import normalize_database_url
@@ -177,6 +186,20 @@ def _database_url(value: object) -> object:
         invalid(str(exc))
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+def _byte_size(value: object) -> object:
+    """``"50MB"``, ``"512 KB"``, ``"1GB"`` or a whole number of bytes."""
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match is None:
+            invalid(f"invalid size {value!r} (expected e.g. \"50MB\", \"512KB\" or bytes)")
+        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()]
+    return value  # an integer (or a wrong type: the int type reports it)
+
+
 def _log_level(value: object) -> object:
     if isinstance(value, str):
         level = value.strip().lower()
@@ -195,3 +218,4 @@ HttpUrl = Annotated[StrictStr, BeforeValidator(_http_url)]
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 DatabaseUrl = Annotated[StrictStr, BeforeValidator(_database_url)]
 LogLevel = Annotated[StrictStr, BeforeValidator(_log_level)]
+ByteSize = Annotated[StrictInt, BeforeValidator(_byte_size), Field(ge=1024)]

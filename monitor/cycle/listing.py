@@ -12,7 +12,11 @@
   (minus ``CHANGED_SINCE_OVERLAP``), intersected with the covered trials; its first page
   carries the count that decides. Trials never fetched are listed as moved either way.
 
-Whether a listed trial moved (its stamp against its stored state) is the caller's test.
+Whether a listed trial moved is ``moved(stamp, state)``: its last-update date differs from
+the one recorded, or its status from the stored one (the registry changes a status without
+moving the date: its automatic switch to ``UNKNOWN``), or it was never fetched. Trials
+marked removed are not listed by ID (each would be one more "missing" trial every cycle):
+rolling re-verification (``trialwatch.monitor.cycle.reverify``) asks for them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,18 @@ class TrialState:
     nct_id: str
     last_update: str | None
     has_version: bool
+    overall_status: str | None = None
+    removed: bool = False
+
+
+def moved(stamp: StudyStamp, *, last_update: str | None, overall_status: str | None,
+          has_version: bool) -> bool:
+    """Whether a listed trial needs a fetch: never fetched, another last-update date, or a
+    status other than the stored one (pure)."""
+    if not has_version or stamp.last_update_posted != last_update:
+        return True
+    return (stamp.overall_status is not None and overall_status is not None
+            and stamp.overall_status != overall_status)
 
 
 @dataclass(frozen=True)
@@ -72,16 +88,21 @@ def watch_list(db: Database, only: Sequence[str] | None) -> WatchList:
 
 
 def load_states(db: Database, only: Sequence[str] | None,
-                among: Iterable[str] | None = None) -> dict[str, TrialState]:
-    """States of the covered trials (all of them, or those ``among`` the given IDs)."""
-    stmt = _watched(select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version),
-                    only)
+                among: Iterable[str] | None = None, *, live_only: bool = False
+                ) -> dict[str, TrialState]:
+    """States of the covered trials (all of them, or those ``among`` the given IDs; with
+    ``live_only``, not those marked removed)."""
+    stmt = _watched(select(Trial.nct_id, Trial.registry_last_update, Trial.latest_version,
+                           Trial.overall_status, Trial.removed_at), only)
+    if live_only:
+        stmt = stmt.where(Trial.removed_at.is_(None))
     with db.transaction() as session:
         if among is not None:
             stmt = stmt.where(repo.among(session, Trial.nct_id, among))
         # in NCT ID order: the ID listing batches them in this order
-        return {nct_id: TrialState(nct_id, last, bool(latest))
-                for nct_id, last, latest in session.execute(stmt.order_by(Trial.nct_id))}
+        return {nct_id: TrialState(nct_id, last, bool(latest), status, removed is not None)
+                for nct_id, last, latest, status, removed
+                in session.execute(stmt.order_by(Trial.nct_id))}
 
 
 def list_moved(db: Database, client: RegistryClient, report: CycleReport, watch: WatchList,
@@ -101,7 +122,8 @@ def list_moved(db: Database, client: RegistryClient, report: CycleReport, watch:
             states = load_states(db, only, among=listed.keys() | watch.unfetched)
             return _changed_since(listed, states), [], states
     report.strategy = "ids"
-    states = load_states(db, only)
+    # ``check NCT...`` names its trials: a removed one among them is asked for again
+    states = load_states(db, only, live_only=only is None)
     return (*list_by_ids(client, report, list(states)), states)
 
 
@@ -125,7 +147,8 @@ def list_by_ids(client: RegistryClient, report: CycleReport, ids: Sequence[str]
             if stamp is None:
                 missing.append(nct_id)
             else:
-                stamps[nct_id] = StudyStamp(nct_id, stamp.last_update_posted)
+                stamps[nct_id] = StudyStamp(nct_id, stamp.last_update_posted,
+                                            overall_status=stamp.overall_status)
     return stamps, missing
 
 

@@ -1,8 +1,12 @@
 """The cycle's recording stage: fetch the moved trials in pages and record each version.
 
 ``fetch_and_record`` stores one page of fetched documents per transaction (a ``new_trial``
-event for new query matches); ``confirm_missing`` asks for each trial a successful listing
-lacked, one by one, and records a ``removed`` event only for a 404 of a trial seen before.
+event for new query matches; a ``removed`` event "served again" for a trial marked removed
+that the registry serves again), stamps every fetched trial with the data load it saw
+(``verified_data_at``, for rolling re-verification) and returns the IDs the registry did not
+serve; ``confirm_missing`` asks for each trial a successful listing lacked, one by one, and
+records a ``removed`` event only for a 404 of a trial seen before; ``settle_unserved``
+decides about re-verified trials a fetch did not return.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy.orm import Session
 from trialwatch.monitor.cycle.fetching import FETCH_PAGE, fetch_pages, worker_pays_off
 from trialwatch.monitor.cycle.lease_guard import LeaseGuard
 from trialwatch.monitor.cycle.report import CycleReport
+from trialwatch.monitor.cycle.reverify import data_stamp
 from trialwatch.monitor.events import ChangeEvent
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.monitor.sources.ctgov.client import (
@@ -29,6 +34,7 @@ from trialwatch.monitor.versioning import (
     Subscription,
     record_observation,
     record_removal,
+    record_restoration,
 )
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
@@ -40,11 +46,13 @@ log = structlog.get_logger(__name__)
 def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
                      to_fetch: dict[str, StudyStamp], new_matches: dict[str, str],
                      subscriptions: Sequence[Subscription], clock: Callable[[], datetime],
-                     guard: LeaseGuard | None = None) -> None:
+                     guard: LeaseGuard | None = None) -> set[str]:
     """Fetch full documents page by page (``trialwatch.monitor.cycle.fetching``: in a worker
-    process when
-    there are many pages); each page is recorded in one transaction (with a ``guard``, only
-    the trials this worker still leases)."""
+    process when there are many pages); each page is recorded in one transaction (with a
+    ``guard``, only the trials this worker still leases). Returns the IDs of successful
+    pages the registry did not serve."""
+    verified = data_stamp(report.data_timestamp)
+    unserved: set[str] = set()
     ids = sorted(to_fetch)
     chunks = [ids[start:start + FETCH_PAGE] for start in range(0, len(ids), FETCH_PAGE)]
     pages = fetch_pages(client, chunks, page_size=FETCH_PAGE,
@@ -53,6 +61,8 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
         if page.error is not None:
             report.fail(page.nct_ids, "fetch", page.error)
             continue
+        served = {study.record.nct_id for study in page.studies if study.record is not None}
+        unserved.update(n for n in page.nct_ids if n not in served)
         fetched_at = clock()
         with db.transaction() as session:
             if guard is not None:
@@ -66,13 +76,37 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
                     log.warning("cycle.bad_record", reason=study.error)
                     continue
                 _record_fetched(session, report, study.record, study.compressed_raw, trials,
-                                new_matches, subscriptions, fetched_at, guarded=guard is not None)
+                                new_matches, subscriptions, fetched_at, verified,
+                                guarded=guard is not None)
+    return unserved
+
+
+def settle_unserved(db: Database, report: CycleReport, rechecked: Sequence[str],
+                    unserved: set[str], guard: LeaseGuard | None = None) -> list[str]:
+    """Re-verified trials a fetch did not return: one marked removed is still gone (checked,
+    stamped verified); the others are returned, to be confirmed one by one as missing."""
+    asked = [n for n in rechecked if n in unserved]
+    if not asked:
+        return []
+    with db.transaction() as session:
+        trials = (guard.held(session, asked) if guard is not None
+                  else repo.trials_by_nct_id(session, asked))
+        missing = []
+        for nct_id in asked:
+            trial = trials.get(nct_id)
+            if trial is None:
+                continue
+            if trial.removed_at is None:
+                missing.append(nct_id)
+            else:
+                trial.verified_data_at = data_stamp(report.data_timestamp)
+        return missing
 
 
 def _record_fetched(session: Session, report: CycleReport, record: TrialRecord,
                     compressed_raw: bytes, trials: dict[str, Trial],
                     new_matches: dict[str, str], subscriptions: Sequence[Subscription],
-                    fetched_at: datetime, *, guarded: bool) -> None:
+                    fetched_at: datetime, verified: str | None, *, guarded: bool) -> None:
     if guarded and record.nct_id not in trials:
         log.warning("cycle.lease_lost", nct_id=record.nct_id)
         return
@@ -83,6 +117,12 @@ def _record_fetched(session: Session, report: CycleReport, record: TrialRecord,
             new=new_matches[record.nct_id], severity="medium",
             summary=f'New trial matching "{new_matches[record.nct_id]}": '
                     f"{record.title or record.nct_id}"))
+    known = trials.get(record.nct_id)
+    if known is not None and known.removed_at is not None:  # served again: a change too
+        restored = record_restoration(session, known, now=fetched_at,
+                                      subscriptions=subscriptions)
+        if restored is not None:
+            report.events.append(restored)
     observation = Observation(record=record, raw=b"", compressed_raw=compressed_raw,
                               raw_format="ctgov-json", source="ctgov", fetched_at=fetched_at)
     outcome = record_observation(session, observation, subscriptions=subscriptions,
@@ -94,6 +134,7 @@ def _record_fetched(session: Session, report: CycleReport, record: TrialRecord,
     trial = trials.get(record.nct_id) or repo.trial(session, record.nct_id)
     assert trial is not None
     trial.registry_last_update = record.last_update_posted
+    trial.verified_data_at = verified
     trial.last_error = None
     if record.nct_id in new_matches:
         trial.watched = True  # its new_trial event is stored: no longer pending

@@ -37,6 +37,7 @@ class CycleReport:
     data_timestamp: str | None = None
     queries_run: int = 0  # saved queries that answered (their matches may be newly watched)
     round_id: int | None = None  # the shared round (PostgreSQL workers), None on SQLite
+    reverified: int = 0  # trials re-fetched by rolling re-verification (not listed as moved)
 
     def to_json(self) -> dict[str, Any]:
         return {"records": [r.to_json() for r in self.records],

@@ -11,7 +11,14 @@ Failure rules (a bad answer never becomes a false alert):
   failure for those trials and skipped: no version, no event, and the trial's last-known
   update date is left alone so the next cycle tries again;
 * a trial missing from a *successful* listing is confirmed one by one with ``get_study``;
-  only a 404 for a trial seen before gives (exactly one) ``removed`` event.
+  only a 404 for a trial seen before gives (exactly one) ``removed`` event; the trial is
+  then marked removed, left out of the listings and asked for again only at the pace of
+  re-verification (served again: another ``removed`` event, "served again").
+
+Changes without a new ``lastUpdatePostDate``: a status change is seen in the listing (it
+lists ``OverallStatus``), any other one by rolling re-verification
+(``trialwatch.monitor.cycle.reverify``): each cycle re-fetches its budget of the least
+recently verified watched trials with the moved ones, in the same pages.
 
 Several workers (PostgreSQL): on PostgreSQL every ``run_cycle`` without ``only`` takes part in a
 shared *round* of the registry data load instead; ``trialwatch.monitor.cycle.workers`` says how.
@@ -26,9 +33,10 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from trialwatch.monitor.cycle.listing import list_moved, watch_list
+from trialwatch.monitor.cycle import reverify
+from trialwatch.monitor.cycle.listing import list_moved, moved, watch_list
 from trialwatch.monitor.cycle.queries import has_unrun_query, pending_new_matches, run_queries
-from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record
+from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record, settle_unserved
 from trialwatch.monitor.cycle.report import CycleReport
 from trialwatch.monitor.sources.ctgov.client import RegistryClient, RegistryError, StudyStamp
 from trialwatch.monitor.versioning import Subscription
@@ -42,6 +50,7 @@ log = structlog.get_logger(__name__)
 # Several workers (PostgreSQL): trials per leased batch, and how long a lease lives unrenewed.
 LEASE_BATCH = 1000
 DEFAULT_LEASE = timedelta(minutes=5)
+DEFAULT_REVERIFY_EVERY = timedelta(days=7)  # ``ctgov.reverify_every``
 YOUNG_GC_THRESHOLD = 20_000  # during a cycle (see _gc_frozen)
 
 
@@ -49,13 +58,14 @@ def run_cycle(db: Database, client: RegistryClient, *,
               subscriptions: Sequence[Subscription] = (), only: Sequence[str] | None = None,
               worker: str | None = None, now: Callable[[], datetime] | None = None,
               shared: bool | None = None, lease: timedelta = DEFAULT_LEASE,
-              lease_batch: int = LEASE_BATCH, should_stop: Callable[[], bool] | None = None
-              ) -> CycleReport:
+              lease_batch: int = LEASE_BATCH, should_stop: Callable[[], bool] | None = None,
+              reverify_every: timedelta = DEFAULT_REVERIFY_EVERY) -> CycleReport:
     """One cycle over the watched trials (or just ``only``); never raises for registry faults.
 
     ``shared`` (default: on PostgreSQL, unless ``only`` is given) makes the cycle take part
     in the shared round of several workers, leasing ``lease_batch`` trials at a time for
     ``lease``; ``should_stop`` is polled while waiting for other workers' leases.
+    ``reverify_every`` paces rolling re-verification (``timedelta(0)``: off).
     """
     clock = now or (lambda: datetime.now(UTC))
     if shared is None:
@@ -77,10 +87,11 @@ def run_cycle(db: Database, client: RegistryClient, *,
 
                 run_round(db, client, report, subscriptions, clock, cycle_id=cycle_id,
                           owner=leases.lease_owner(worker), lease=lease, batch=lease_batch,
-                          should_stop=should_stop)
+                          should_stop=should_stop, reverify_every=reverify_every,
+                          previous_stamp=last_ok_stamp)
             else:
                 _run(db, client, report, subscriptions, only, last_ok_started, last_ok_stamp,
-                     clock)
+                     clock, reverify_every)
     except RegistryError as exc:  # the registry as a whole is unreachable / blocked
         report.failures.append(f"registry: {exc}")
         report.outcome = "failed"
@@ -97,7 +108,7 @@ def run_cycle(db: Database, client: RegistryClient, *,
         row.failures, row.data_timestamp = len(report.failures), report.data_timestamp
         row.error = "; ".join(report.failures)[:4000] or None
     log.info("cycle.finished", outcome=report.outcome, strategy=report.strategy,
-             round=report.round_id,
+             round=report.round_id, reverified=report.reverified,
              watched=report.watched, fetched=report.fetched, changed=report.changed,
              events=len(report.events), requests=report.requests,
              failures=len(report.failures),
@@ -126,7 +137,7 @@ def _gc_frozen() -> Iterator[None]:
 def _run(db: Database, client: RegistryClient, report: CycleReport,
          subscriptions: Sequence[Subscription], only: Sequence[str] | None,
          last_ok_started: datetime | None, last_ok_stamp: str | None,
-         clock: Callable[[], datetime]) -> None:
+         clock: Callable[[], datetime], reverify_every: timedelta) -> None:
     report.data_timestamp = client.version().data_timestamp
     watch = watch_list(db, only)
     if (only is None and last_ok_stamp is not None and report.data_timestamp == last_ok_stamp
@@ -145,11 +156,20 @@ def _run(db: Database, client: RegistryClient, report: CycleReport,
     report.watched = watch.size
     stamps, missing, states = list_moved(db, client, report, watch, only, last_ok_started)
     to_fetch = {nct_id: stamp for nct_id, stamp in stamps.items()
-                if stamp.last_update_posted != states[nct_id].last_update
-                or not states[nct_id].has_version}
+                if moved(stamp, last_update=states[nct_id].last_update,
+                         overall_status=states[nct_id].overall_status,
+                         has_version=states[nct_id].has_version)}
     for nct_id in new_matches:
         to_fetch.setdefault(nct_id, StudyStamp(nct_id, None))
-    fetch_and_record(db, client, report, to_fetch, new_matches, subscriptions, clock)
+    rechecked: list[str] = []
+    if only is None:
+        rechecked = reverify.due(db, report.data_timestamp, last_ok_stamp, reverify_every,
+                                 exclude=to_fetch.keys() | set(missing))
+        report.reverified = len(rechecked)
+        for nct_id in rechecked:
+            to_fetch[nct_id] = StudyStamp(nct_id, None)
+    unserved = fetch_and_record(db, client, report, to_fetch, new_matches, subscriptions, clock)
+    missing = [*missing, *settle_unserved(db, report, rechecked, unserved)]
     confirm_missing(db, client, report, missing, subscriptions, clock)
 
 

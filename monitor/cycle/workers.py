@@ -50,18 +50,19 @@ split the work:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.orm import Session
 
+from trialwatch.monitor.cycle import reverify
 from trialwatch.monitor.cycle.fetching import FETCH_PAGE
 from trialwatch.monitor.cycle.lease_guard import LeaseGuard
-from trialwatch.monitor.cycle.listing import CHANGED_SINCE_OVERLAP, list_by_ids
+from trialwatch.monitor.cycle.listing import CHANGED_SINCE_OVERLAP, list_by_ids, moved
 from trialwatch.monitor.cycle.queries import pending_new_matches, run_queries
-from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record
+from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record, settle_unserved
 from trialwatch.monitor.cycle.report import CycleReport
 from trialwatch.monitor.sources.ctgov.client import RegistryClient, RegistryError, StudyStamp
 from trialwatch.monitor.versioning import Subscription
@@ -86,8 +87,12 @@ class Plan:
 def run_round(db: Database, client: RegistryClient, report: CycleReport,
               subscriptions: Sequence[Subscription], clock: Callable[[], datetime], *,
               cycle_id: int, owner: str, lease: timedelta, batch: int,
-              should_stop: Callable[[], bool] | None) -> None:
-    """This worker's share of the round for the registry's current data load."""
+              should_stop: Callable[[], bool] | None,
+              reverify_every: timedelta = timedelta(0), previous_stamp: str | None = None
+              ) -> None:
+    """This worker's share of the round for the registry's current data load (the worker
+    that prepares the round also re-verifies its budget of trials, ``reverify_every``
+    counted from the data load ``previous_stamp`` of the last successful cycle)."""
     report.data_timestamp = client.version().data_timestamp
     with db.transaction() as session:
         state = leases.join_round(session, data_timestamp=report.data_timestamp, owner=owner,
@@ -99,6 +104,7 @@ def run_round(db: Database, client: RegistryClient, report: CycleReport,
     report.round_id = state.id
     worker = _RoundWorker(db, client, report, subscriptions, clock, state.id, owner, lease,
                           batch, should_stop)
+    worker.reverify_every, worker.previous_stamp = reverify_every, previous_stamp
     log.info("cycle.round_joined", round=state.id, owner=owner, closed=state.closed)
     try:
         plan = worker.prepare(state, needed=state.prepared_at is None or unrun_query)
@@ -127,6 +133,8 @@ class _RoundWorker:
         self._moved: dict[str, StudyStamp] = {}
         # Every lease this worker holds was taken or last renewed after this moment.
         self._renewed_at = time.monotonic()
+        self.reverify_every = timedelta(0)
+        self.previous_stamp: str | None = None
 
     # ------------------------------------------------------------- preparation
 
@@ -176,7 +184,28 @@ class _RoundWorker:
             fetch_and_record(self.db, self.client, self.report, to_fetch, new_matches,
                              self.subscriptions, self.clock, guard=self.guard)
             self._finish(sorted(to_fetch))
+        self._reverify(exclude=new_matches.keys())
         return Plan(state.strategy or strategy, state.stamps)
+
+    def _reverify(self, *, exclude: Collection[str]) -> None:
+        """The round's rolling re-verification (once, by the preparing worker): lease the
+        budget of least recently verified trials, fetch them whole, stamp them checked."""
+        due = reverify.due(self.db, self.report.data_timestamp, self.previous_stamp,
+                           self.reverify_every, exclude=exclude)
+        if not due:
+            return
+        with self.db.transaction() as session:
+            trials = repo.trials_by_nct_id(session, due)
+            self.guard.claim(session, list(trials.values()))
+        self.report.reverified += len(due)
+        self.report.watched += len(due)
+        to_fetch = {nct_id: StudyStamp(nct_id, None) for nct_id in due}
+        unserved = fetch_and_record(self.db, self.client, self.report, to_fetch, {},
+                                    self.subscriptions, self.clock, guard=self.guard)
+        missing = settle_unserved(self.db, self.report, due, unserved, guard=self.guard)
+        confirm_missing(self.db, self.client, self.report, missing, self.subscriptions,
+                        self.clock, guard=self.guard)
+        self._finish(sorted(due))
 
     def _choose_strategy(self) -> tuple[str, dict[str, str | None] | None]:
         """``ids`` (one listing page per batch) unless one changed-since listing is cheaper."""
@@ -270,17 +299,15 @@ class _RoundWorker:
         missing: list[str] = []
         if plan.strategy == "changed-since":  # leased because they need a fetch: all of them
             known = plan.stamps or {}
-            moved = {t.nct_id: StudyStamp(t.nct_id, known.get(t.nct_id)) for t in leased}
-        else:
-            trials = {t.nct_id: t for t in leased}
+            moved_now = {t.nct_id: StudyStamp(t.nct_id, known.get(t.nct_id)) for t in leased}
+        else:  # a trial marked removed is not listed: re-verification asks for it
+            trials = {t.nct_id: t for t in leased if not t.removed}
             stamps, missing = list_by_ids(self.client, self.report, list(trials))
-            moved = {n: s for n, s in stamps.items()
-                     if s.last_update_posted != trials[n].registry_last_update
-                     or not trials[n].has_version}
+            moved_now = {n: s for n, s in stamps.items() if _moved(s, trials[n])}
         confirm_missing(self.db, self.client, self.report, missing, self.subscriptions,
                         self.clock, guard=self.guard)
-        self._moved.update(moved)
-        self._finish([t.nct_id for t in leased if t.nct_id not in moved])
+        self._moved.update(moved_now)
+        self._finish([t.nct_id for t in leased if t.nct_id not in moved_now])
 
     def _fetch_moved(self, *, full_pages_only: bool = False) -> None:
         """Fetch and record the gathered moved trials (only whole pages, while leasing goes
@@ -329,3 +356,8 @@ class _RoundWorker:
                 leases.release(session, self.owner)
         except Exception as exc:  # the database itself failed; the leases will expire
             log.warning("cycle.release_failed", reason=str(exc))
+
+
+def _moved(stamp: StudyStamp, trial: leases.LeasedTrial) -> bool:
+    return moved(stamp, last_update=trial.registry_last_update,
+                 overall_status=trial.overall_status, has_version=trial.has_version)

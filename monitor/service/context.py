@@ -134,7 +134,8 @@ class App:
                               requests_per_second=ctgov.requests_per_second,
                               timeout=ctgov.timeout.total_seconds(),
                               max_retries=ctgov.max_retries,
-                              max_url_length=ctgov.max_url_length, **options)
+                              max_url_length=ctgov.max_url_length,
+                              max_response_size=ctgov.max_response_size, **options)
 
     def close(self) -> None:
         if self._database is not None:

@@ -138,7 +138,8 @@ class Daemon:
                                               sleep=self._sleep)
             with client:
                 report = run_cycle(db, client, subscriptions=self.app.subscriptions,
-                                   worker=self._worker, should_stop=self.stop.is_set)
+                                   worker=self._worker, should_stop=self.stop.is_set,
+                                   reverify_every=self.app.config.ctgov.reverify_every)
         except Exception as exc:  # a database fault: log it, the next cycle tries again
             log.error("cycle.crashed", error_type=type(exc).__name__, error=_one_line(exc))
             self.metrics.record_cycle("failed", events=0, failures=1,

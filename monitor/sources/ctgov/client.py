@@ -8,7 +8,8 @@ One class, ``RegistryClient``, with typed results and its own exception tree::
         for document in registry.iter_studies(changed_ids):   # full API v2 documents
             ...
 
-Listing asks for ``fields=NCTId,NCTIdAlias,LastUpdatePostDate`` with ``filter.ids``; each
+Listing asks for ``fields=NCTId,NCTIdAlias,LastUpdatePostDate,OverallStatus`` with
+``filter.ids`` (the status too: the registry changes some without moving the date); each
 request carries at most ``page_size`` ids *and* keeps its URL under ``max_url_length``
 characters (an NCT id costs 12 characters, so ~600 ids fit in 7,500). ``listing_requests()``
 tells a caller how many requests a listing costs, to compare with what ``changed_since()``
@@ -25,6 +26,9 @@ result types are defined in ``trialwatch.monitor.sources.ctgov.types`` and re-ex
 * ``TrialNotFound`` - 404 for a single id.
 
 A bad page is raised, never skipped: no caller can mistake a bad answer for "no studies".
+Every answer is read streamed, at most ``max_response_size`` bytes (default 50 MB, after
+decompression): a longer one is a ``BadRegistryResponse`` and what was read is dropped, so
+memory stays bounded whatever the registry (or a proxy) sends.
 A study whose NCT id was not asked for (nor is an alias of one asked for) is skipped and logged.
 """
 
@@ -82,7 +86,8 @@ STUDY_PAGE_SIZE = 100  # full documents run from 10 KB to 400 KB each
 MAX_URL_LENGTH = 7500
 PAGE_TOKEN_ROOM = 200  # URL length kept free for the pageToken of follow-up pages
 MAX_RETRY_DELAY = 60.0
-STAMP_FIELDS = "NCTId,NCTIdAlias,LastUpdatePostDate"
+STAMP_FIELDS = "NCTId,NCTIdAlias,LastUpdatePostDate,OverallStatus"
+DEFAULT_MAX_RESPONSE_SIZE = 50 * 1024 * 1024  # bytes of one answer, decompressed
 NCT_ID_RE = re.compile(r"^NCT\d{8}$")
 RETRY_STATUSES = frozenset({403, 429, 500, 502, 503, 504})
 
@@ -101,6 +106,7 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         user_agent: str | None = None,
         max_url_length: int = MAX_URL_LENGTH,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -111,6 +117,7 @@ class RegistryClient:
         self.max_retries = max(0, max_retries)
         self.backoff = backoff
         self.max_url_length = max_url_length
+        self.max_response_size = max(1, max_response_size)
         self.requests_made = 0
         self._sleep = sleep
         self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
@@ -149,7 +156,8 @@ class RegistryClient:
         twin = RegistryClient(
             self.base_url, requests_per_second=self.requests_per_second,
             max_retries=self.max_retries, backoff=self.backoff,
-            max_url_length=self.max_url_length, sleep=self._sleep, **self._connection)
+            max_url_length=self.max_url_length, max_response_size=self.max_response_size,
+            sleep=self._sleep, **self._connection)
         twin._limiter = self._limiter.copy()
         return twin
 
@@ -384,7 +392,7 @@ class RegistryClient:
             retry_after: float | None = None
             status: int | None = None
             try:
-                response = self._http.get(full_url)
+                response = self._get_capped(full_url)
             except httpx.UnsupportedProtocol as exc:
                 raise RegistryUnavailable(f"cannot connect: {exc}", url=full_url) from exc
             except httpx.TimeoutException as exc:
@@ -419,6 +427,32 @@ class RegistryClient:
             )
             self._sleep(delay)
 
+    def _get_capped(self, url: str) -> httpx.Response:
+        """GET, the body read streamed and refused past ``max_response_size`` bytes (a
+        declared ``Content-Length`` over it is refused before reading anything)."""
+        cap = self.max_response_size
+        with self._http.stream("GET", url) as response:
+            declared = response.headers.get("content-length", "")
+            too_big = f"answer larger than the {_size(cap)} limit (ctgov.max_response_size)"
+            if declared.isdigit() and int(declared) > cap and "content-encoding" not in \
+                    response.headers:
+                raise BadRegistryResponse(too_big, url=url, status_code=response.status_code)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    chunks.clear()
+                    raise BadRegistryResponse(too_big, url=url,
+                                              status_code=response.status_code)
+                chunks.append(chunk)
+        # the body is decoded already: the answer no longer carries its transfer encodings
+        headers = [(k, v) for k, v in response.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length",
+                                        "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                              request=response.request)
+
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when the registry gave one, else exponential backoff with jitter."""
         if retry_after is not None:
@@ -445,6 +479,14 @@ class RegistryClient:
 def _url(url: str, params: Mapping[str, str]) -> str:
     """The request URL; commas stay literal (an NCT id list costs 12 characters an id)."""
     return f"{url}?{urllib.parse.urlencode(params, safe=',')}" if params else url
+
+
+def _size(count: int) -> str:
+    """A byte count as people write it (``50 MB``, ``512 KB``, ``100 bytes``)."""
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if count >= scale and count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"
 
 
 def _check_ids(nct_ids: Iterable[str]) -> None:
@@ -480,7 +522,8 @@ def _stamp(study: dict[str, Any], url: str) -> StudyStamp:
     posted = _dig(study, "protocolSection", "statusModule", "lastUpdatePostDateStruct", "date")
     if posted is not None and not isinstance(posted, str):
         raise BadRegistryResponse(f"{nct_id}: lastUpdatePostDate is not a string", url=url)
-    return StudyStamp(nct_id, posted, aliases)
+    status = _dig(study, "protocolSection", "statusModule", "overallStatus")
+    return StudyStamp(nct_id, posted, aliases, status if isinstance(status, str) else None)
 
 
 def _dig(value: object, *keys: str) -> Any:

@@ -1,6 +1,6 @@
 """What the registry client (``trialwatch.monitor.sources.ctgov.client``) returns and raises.
 
-Results: ``StudyStamp`` (an NCT id with its last-update date: what listings give),
+Results: ``StudyStamp`` (an NCT id with its last-update date and status: what listings give),
 ``RegistryVersion`` (``/version``), ``FetchedStudy`` (one full document from ``get_study``),
 ``ChangedSinceListing`` (the registry-wide listing of updates, first page in hand).
 
@@ -73,11 +73,14 @@ class StudyStamp:
 
     ``aliases`` are the record's old NCT ids: the registry answers a ``filter.ids`` request
     for an alias with the current record, so a watched alias maps to ``nct_id`` here.
+    ``overall_status`` is listed beside the date because the registry changes a status
+    without moving the date (its automatic switch to ``UNKNOWN``); None when not listed.
     """
 
     nct_id: str
     last_update_posted: str | None
     aliases: tuple[str, ...] = ()
+    overall_status: str | None = None
 
 
 @dataclass(frozen=True)
