@@ -198,6 +198,11 @@ class SyntheticRegistry(FakeRegistry):
                 self.lazy.dates[nct_of(j, CHURN_BASE)] = date
             self.lazy.churn = max(self.lazy.churn, count)
 
+    def _by_status(self, params: dict[str, str], status: str, since: str, until: str
+                   ) -> tuple[int, bytes, str, dict[str, str]]:
+        """No synthetic study's status is switched by the registry: an empty listing."""
+        return 200, orjson.dumps({"studies": [], "totalCount": 0}), "application/json", {}
+
     def _select(self, params: dict[str, str], since: str, until: str) -> Any:
         if "query.term" in params or "query.cond" in params:
             return super()._select(params, since, until)

@@ -64,6 +64,10 @@ FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "HasResults": ("hasResults",),
 }
 RANGE_RE = re.compile(r"^AREA\[LastUpdatePostDate\]RANGE\[([^,\]]+),([^,\]]+)\]$")
+# ``AREA[OverallStatus]UNKNOWN AND AREA[StatusVerifiedDate]RANGE[2024-01-01,MAX]``: the
+# trials the registry switched to a status lately (how a changed-since cycle finds them).
+STATUS_RE = re.compile(r"^AREA\[OverallStatus\](\w+) AND "
+                       r"AREA\[StatusVerifiedDate\]RANGE\[([^,\]]+),([^,\]]+)\]$")
 HTML_PAGE = b"<!DOCTYPE html><html><body><h1>Service temporarily unavailable</h1></body></html>"
 
 
@@ -248,6 +252,9 @@ class FakeRegistry:
         if fields and (bad := [f for f in fields.split(",") if f not in FIELD_PATHS]):
             return _text(400, f"Unknown field(s): {', '.join(bad)}")
         since, until = "0000", "9999"
+        if "filter.advanced" in params and (
+                status := STATUS_RE.match(params["filter.advanced"])) is not None:
+            return self._by_status(params, *status.groups())
         if "filter.advanced" in params:
             match = RANGE_RE.match(params["filter.advanced"])
             if match is None:
@@ -276,6 +283,21 @@ class FakeRegistry:
             payload["nextPageToken"] = token
         if params.get("countTotal") == "true" and "pageToken" not in params:
             payload["totalCount"] = len(selected)
+        return _json(200, payload)
+
+    def _by_status(self, params: dict[str, str], status: str, since: str, until: str
+                   ) -> tuple[int, bytes, str, dict[str, str]]:
+        """The status listing (one page, as much as the tests need)."""
+        since = "0000" if since == "MIN" else since
+        until = "9999" if until == "MAX" else until
+        with self._lock:
+            chosen = [doc for _nct_id, doc in sorted(self.studies.items())
+                      if _dig(doc, ("protocolSection", "statusModule", "overallStatus")) == status
+                      and since[:7] <= str(_dig(doc, ("protocolSection", "statusModule",
+                                                       "statusVerifiedDate")) or "") <= until]
+        payload: dict[str, Any] = {"studies": [_project(d, params.get("fields")) for d in chosen]}
+        if params.get("countTotal") == "true":
+            payload["totalCount"] = len(chosen)
         return _json(200, payload)
 
     def _select(self, params: dict[str, str], since: str, until: str) -> list[dict[str, Any]]:

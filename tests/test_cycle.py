@@ -120,8 +120,9 @@ def test_steady_state_cycle_for_many_trials_uses_the_cheaper_changed_since_listi
                            now=lambda: t0 + timedelta(days=1))
     assert report.strategy == "changed-since"
     assert [e.nct_id for e in report.events] == [ids[7]]
-    # version, the changed-since listing (its first page carries the count), one fetch page
-    assert report.requests == 3
+    # version, the changed-since listing (its first page carries the count), the listing of
+    # the registry's own switches to UNKNOWN, one fetch page
+    assert report.requests == 4
 
 
 def test_a_changed_since_cycle_still_fetches_a_newly_watched_trial_the_listing_omits(

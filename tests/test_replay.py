@@ -83,7 +83,7 @@ def test_a_week_of_real_captures_reports_live_what_the_files_report(days, tmp_pa
     assert {(n, "UNKNOWN") for n in SILENT_STATUS} <= unknown
     references = {e["nct_id"] for r in results for e in r.check_events
                   if e["field"] == "references.references"}
-    assert SILENT_OTHER <= references
+    assert references >= SILENT_OTHER
 
 
 @pytest.mark.slow

@@ -79,9 +79,9 @@ def endless() -> Iterator[EndlessServer]:
 
 
 def test_an_answer_past_the_cap_is_a_bad_answer_naming_the_limit_and_url(endless):
-    with RegistryClient(endless.url, requests_per_second=0, max_response_size=MB) as client:
-        with pytest.raises(BadRegistryResponse) as caught:
-            client.version()
+    with (RegistryClient(endless.url, requests_per_second=0, max_response_size=MB) as client,
+          pytest.raises(BadRegistryResponse) as caught):
+        client.version()
     assert "larger than the 1 MB limit (ctgov.max_response_size)" in str(caught.value)
     assert caught.value.url is not None and caught.value.url.endswith("/api/v2/version")
 
@@ -90,9 +90,8 @@ def test_reading_stops_at_the_cap_so_memory_stays_bounded(endless):
     tracemalloc.start()
     try:
         with RegistryClient(endless.url, requests_per_second=0,
-                            max_response_size=4 * MB) as client:
-            with pytest.raises(BadRegistryResponse):
-                client.version()
+                            max_response_size=4 * MB) as client, pytest.raises(BadRegistryResponse):
+            client.version()
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -102,9 +101,9 @@ def test_reading_stops_at_the_cap_so_memory_stays_bounded(endless):
 
 def test_a_declared_length_past_the_cap_is_refused_before_reading():
     with EndlessServer(200 * MB, declare=True) as server:
-        with RegistryClient(server.url, requests_per_second=0, max_response_size=MB) as client:
-            with pytest.raises(BadRegistryResponse, match="larger than the 1 MB limit"):
-                client.version()
+        with (RegistryClient(server.url, requests_per_second=0, max_response_size=MB) as client,
+              pytest.raises(BadRegistryResponse, match="larger than the 1 MB limit")):
+            client.version()
         assert server.sent < 64 * MB
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from subscriptions import EveryEvent
 
 from trialwatch.monitor.cli import cli
 from trialwatch.monitor.config.settings import ConfigError, parse_config
+from trialwatch.monitor.cycle.listing import unknown_verified_since
 from trialwatch.monitor.cycle.reverify import budget, data_stamp
 from trialwatch.monitor.cycle.run import run_cycle
 from trialwatch.monitor.cycle.watchlist import add_trials
@@ -81,6 +82,29 @@ def test_a_status_change_without_a_new_date_is_reported_in_the_same_cycle(db, re
             if e.field == "overall_status"] == [(ids[3], "overall_status", "RECRUITING",
                                                  "UNKNOWN")]
     assert full_fetches(registry) == [ids[3]]
+
+
+def test_a_changed_since_cycle_reports_the_registrys_own_switch_to_unknown(db, registry):
+    ids = populate(registry, 200)
+    add_trials(db, ids)
+    t0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    options = {"requests_per_second": 0, "max_retries": 0, "max_url_length": 1000}
+    with RegistryClient(registry.base_url, **options) as client:  # ids listing: 4 requests
+        run_cycle(db, client, now=lambda: t0)
+        registry.studies[ids[9]]["protocolSection"]["statusModule"]["statusVerifiedDate"] = \
+            "2024-10"
+        silently(registry, ids[9], overall_status="UNKNOWN")
+        registry.data_timestamp = load(1)
+        report = run_cycle(db, client, subscriptions=[EveryEvent()], reverify_every=WEEK * 0,
+                           now=lambda: t0 + timedelta(days=1))
+    assert report.strategy == "changed-since"
+    assert [(e.nct_id, e.new) for e in report.events if e.field == "overall_status"] == [
+        (ids[9], "UNKNOWN")]
+
+
+def test_the_switch_listing_reaches_back_two_years_and_a_month():
+    assert unknown_verified_since(date(2026, 3, 1)) == date(2024, 2, 1)
+    assert unknown_verified_since(date(2026, 1, 15)) == date(2023, 12, 1)
 
 
 def test_budget_spreads_the_watch_list_over_the_period():
@@ -207,12 +231,12 @@ def test_reverify_every_is_a_duration_or_0():
     assert config("").reverify_every == WEEK
     assert config('[ctgov]\nreverify_every = "3d"').reverify_every == timedelta(days=3)
     assert config("[ctgov]\nreverify_every = 0").reverify_every == timedelta(0)
-    with pytest.raises(ConfigError, match="ctgov.reverify_every"):
+    with pytest.raises(ConfigError, match=r"ctgov\.reverify_every"):
         config('[ctgov]\nreverify_every = "soon"')
 
 
 def test_max_response_size_takes_a_size_with_its_unit():
     assert config("").max_response_size == 50 * 1024 * 1024
     assert config('[ctgov]\nmax_response_size = "512KB"').max_response_size == 512 * 1024
-    with pytest.raises(ConfigError, match="ctgov.max_response_size"):
+    with pytest.raises(ConfigError, match=r"ctgov\.max_response_size"):
         config('[ctgov]\nmax_response_size = "huge"')

@@ -10,7 +10,10 @@
   removed);
 * ``changed-since``: the registry-wide listing of updates since the last successful cycle
   (minus ``CHANGED_SINCE_OVERLAP``), intersected with the covered trials; its first page
-  carries the count that decides. Trials never fetched are listed as moved either way.
+  carries the count that decides. A status the registry switches itself moves no date, so
+  the cycle also lists the trials it switched to ``UNKNOWN`` lately
+  (``switched_to_unknown``: status ``UNKNOWN``, verified about two years before; one page,
+  registry-wide). Trials never fetched are listed as moved either way.
 
 Whether a listed trial moved is ``moved(stamp, state)``: its last-update date differs from
 the one recorded, or its status from the stored one (the registry changes a status without
@@ -24,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -119,12 +122,35 @@ def list_moved(db: Database, client: RegistryClient, report: CycleReport, watch:
         if changes.cheaper_than(by_ids_cost):
             report.strategy = "changed-since"
             listed = {stamp.nct_id: stamp for stamp in changes}
+            for stamp in switched_to_unknown(client, report, since):
+                listed.setdefault(stamp.nct_id, stamp)
             states = load_states(db, only, among=listed.keys() | watch.unfetched)
             return _changed_since(listed, states), [], states
     report.strategy = "ids"
     # ``check NCT...`` names its trials: a removed one among them is asked for again
     states = load_states(db, only, live_only=only is None)
     return (*list_by_ids(client, report, list(states)), states)
+
+
+def unknown_verified_since(since: date) -> date:
+    """The earliest last-verified date of a status the registry switched to ``UNKNOWN`` on
+    or after ``since``: it does so once a status went unverified for two years (counted
+    from the end of the verified month), so a month before ``since`` minus two years."""
+    year, month = since.year - 2, since.month - 1
+    if month == 0:
+        year, month = year - 1, 12
+    return date(year, month, 1)
+
+
+def switched_to_unknown(client: RegistryClient, report: CycleReport, since: date
+                        ) -> list[StudyStamp]:
+    """Stamps of the studies the registry switched to ``UNKNOWN`` since ``since``; on a
+    failure none (logged, counted): the next cycle's listing asks again from its own date."""
+    try:
+        return list(client.switched_status("UNKNOWN", unknown_verified_since(since)))
+    except RegistryError as exc:
+        report.failures.append(f"listing of status switches: {exc}")
+        return []
 
 
 def list_by_ids(client: RegistryClient, report: CycleReport, ids: Sequence[str]

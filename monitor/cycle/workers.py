@@ -55,12 +55,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.cycle import reverify
 from trialwatch.monitor.cycle.fetching import FETCH_PAGE
 from trialwatch.monitor.cycle.lease_guard import LeaseGuard
-from trialwatch.monitor.cycle.listing import CHANGED_SINCE_OVERLAP, list_by_ids, moved
+from trialwatch.monitor.cycle.listing import (
+    CHANGED_SINCE_OVERLAP,
+    list_by_ids,
+    moved,
+    switched_to_unknown,
+)
 from trialwatch.monitor.cycle.queries import pending_new_matches, run_queries
 from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record, settle_unserved
 from trialwatch.monitor.cycle.report import CycleReport
@@ -69,7 +75,7 @@ from trialwatch.monitor.versioning import Subscription
 from trialwatch.storage import leases
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
-from trialwatch.storage.models import Cycle
+from trialwatch.storage.models import Cycle, Trial
 
 log = structlog.get_logger(__name__)
 
@@ -231,6 +237,17 @@ class _RoundWorker:
                 known = leases.known_ids(session)
             stamps = {s.nct_id: s.last_update_posted
                       for s in changes if s.nct_id in known}
+            # Switched to UNKNOWN by the registry, its date unchanged: a stamp of None
+            # (unlike any stored date) has the round fetch those whose status moved.
+            switched = {s.nct_id: s for s in switched_to_unknown(self.client, self.report,
+                                                                  since)
+                        if s.nct_id in known and s.nct_id not in stamps}
+            with self.db.transaction() as session:
+                stored = dict(session.execute(
+                    select(Trial.nct_id, Trial.overall_status)
+                    .where(repo.among(session, Trial.nct_id, switched))).tuples())
+            stamps.update({n: None for n, s in switched.items()
+                           if stored.get(n) not in (None, s.overall_status)})
         except RegistryError as exc:  # the per-batch listing still works: fall back to it
             log.warning("cycle.changed_since_unavailable", reason=str(exc))
             return "ids", None

@@ -233,6 +233,16 @@ class RegistryClient:
         return ChangedSinceListing(total, max(1, -(-total // page_size)),
                                    (_stamp(study, url) for study, url in pages))
 
+    def switched_status(self, status: str, verified_since: date, *,
+                        page_size: int = MAX_PAGE_SIZE) -> Iterator[StudyStamp]:
+        """Every study now in ``status`` whose status was last verified on/after
+        ``verified_since``: how to find the registry's own status switches (its automatic
+        ``UNKNOWN`` two years after the last verification), which move no update date."""
+        params = {"fields": STAMP_FIELDS, "pageSize": str(_page_size(page_size)),
+                  "filter.advanced": f"AREA[OverallStatus]{status} AND "
+                                     f"AREA[StatusVerifiedDate]RANGE[{verified_since:%Y-%m-%d},MAX]"}
+        return (_stamp(study, url) for study, url in self._iter_pages(params))
+
     def listing_requests(self, count: int, *, page_size: int = MAX_PAGE_SIZE) -> int:
         """How many requests ``iter_stamps`` needs for ``count`` distinct ids (one page each)."""
         return -(-count // self.ids_per_listing_request(page_size=page_size))
