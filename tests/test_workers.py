@@ -143,7 +143,8 @@ def test_workers_fetch_every_trial_once_per_cycle_and_deliver_every_alert_once(
                                               overall_status="COMPLETED")
     registry.data_timestamp = f"{TODAY}T23:00:00"
     registry.requests.clear()
-    second = cycle_in_workers(workers, pg_url, registry)
+    # a week of data time later: re-verification off, this pins the listing
+    second = cycle_in_workers(workers, pg_url, registry, reverify_every=timedelta(0))
     assert full_fetches(registry) == Counter(dict.fromkeys(changed, 1))
     # one registry-wide "changed since" listing for the round beats ten per-batch listings
     assert {r.strategy for r in second} == {"changed-since"}
@@ -358,7 +359,8 @@ def test_a_changed_since_round_fetches_the_moved_trials_and_stamps_the_rest_chec
                                               overall_status="COMPLETED")
     registry.data_timestamp = f"{TODAY}T23:00:00"
     registry.requests.clear()
-    report = one_cycle(db, registry, lease_batch=SMALL_BATCH)
+    report = one_cycle(db, registry, lease_batch=SMALL_BATCH,
+                       reverify_every=timedelta(0))  # the listing alone
     assert report.strategy == "changed-since" and report.outcome == "ok"
     assert [sorted(r.ids) for r in full_fetch_requests(registry)] == [sorted(changed)]
     assert report.watched == 300
@@ -383,3 +385,27 @@ def test_moved_trials_waiting_for_a_full_fetch_page_keep_their_leases(db, pg_url
     reports = in_threads(2, body, pg_url)
     assert all(r.outcome == "ok" for r in reports)
     assert full_fetches(registry) == Counter(dict.fromkeys(ids, 1))
+
+
+def test_a_round_reverifies_its_budget_once_across_workers_and_sees_silent_statuses(
+        db, pg_url, registry):
+    ids = populate(registry, 300)
+    watch(db, ids)
+    cycle_in_workers(2, pg_url, registry)
+    status = registry.studies[ids[200]]["protocolSection"]["statusModule"]
+    status["overallStatus"] = "UNKNOWN"  # the registry's own switch: the date stays
+    registry.data_timestamp = "2026-11-26T09:00:05"  # the next daily load
+    registry.requests.clear()
+    reports = cycle_in_workers(2, pg_url, registry)
+    fetched = full_fetches(registry)
+    assert set(fetched.values()) == {1}  # none fetched twice in the round
+    assert sum(r.reverified for r in reports) == -(-300 // 7)  # a seventh of them a day
+    # the least recently verified (all from the first load: by NCT id), and the switched one
+    assert set(fetched) == {*ids[:43], ids[200]}
+    assert [(e.nct_id, e.new) for r in reports for e in r.events
+            if e.field == "overall_status"] == [(ids[200], "UNKNOWN")]
+    with db.transaction() as session:
+        verified = session.scalar(select(func.count()).select_from(Trial).where(
+            Trial.verified_data_at == "2026-11-26T09:00:05"))
+    assert verified == len(fetched)
+

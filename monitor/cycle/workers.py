@@ -245,7 +245,7 @@ class _RoundWorker:
             with self.db.transaction() as session:
                 stored = dict(session.execute(
                     select(Trial.nct_id, Trial.overall_status)
-                    .where(repo.among(session, Trial.nct_id, switched))).tuples())
+                    .where(repo.among(session, Trial.nct_id, switched))).all())
             stamps.update({n: None for n, s in switched.items()
                            if stored.get(n) not in (None, s.overall_status)})
         except RegistryError as exc:  # the per-batch listing still works: fall back to it
