@@ -171,6 +171,7 @@ class TrialSummary:
     watched: bool
     last_change: datetime | None
     recent_high: int  # high-severity events in the recent window
+    removed: bool = False  # the registry no longer serves it
 
     @property
     def url(self) -> str:
@@ -230,7 +231,8 @@ def trial_summaries(session: Session, filters: TrialFilter = TrialFilter(), *,
             phases=list(phases) if isinstance(phases, list) else [],
             enrollment=count if isinstance(count, int) else None,
             latest_version=trial.latest_version or None, watched=trial.watched,
-            last_change=_aware(changed_at), recent_high=int(recent_high)))
+            last_change=_aware(changed_at), recent_high=int(recent_high),
+            removed=trial.removed_at is not None))
     return rows, int(total)
 
 

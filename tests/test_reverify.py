@@ -240,3 +240,18 @@ def test_max_response_size_takes_a_size_with_its_unit():
     assert config('[ctgov]\nmax_response_size = "512KB"').max_response_size == 512 * 1024
     with pytest.raises(ConfigError, match=r"ctgov\.max_response_size"):
         config('[ctgov]\nmax_response_size = "huge"')
+
+
+def test_the_dashboard_marks_a_removed_trial(db, registry):
+    from starlette.testclient import TestClient
+
+    from trialwatch.monitor.web.app import create_app
+
+    ids = populate(registry, 3)
+    add_trials(db, ids)
+    cycle(db, registry)
+    registry.studies.pop(ids[1])
+    registry.data_timestamp = load(1)
+    cycle(db, registry)
+    page = TestClient(create_app(db)).get("/").text
+    assert page.count("removed from the registry") == 1
