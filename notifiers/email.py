@@ -20,7 +20,7 @@ from email.utils import formatdate
 from typing import Annotated, ClassVar, Literal
 
 import structlog
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, StrictInt
 
 from trialwatch.notifiers.base import (
     Alert,
@@ -67,7 +67,7 @@ class EmailConfig(NotifierConfig):
     """``[channels.X]`` with ``type = "email"`` (keys as in DESIGN.md: Configuration)."""
 
     host: str = Field(min_length=1, pattern=r"^[^\s/]+$")
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)  # "587" is a type error
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
     password_env: EnvVarName | None = None

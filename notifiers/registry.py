@@ -168,7 +168,7 @@ def _error_key(loc: tuple[int | str, ...]) -> str:
 
 def _config_error(prefix: str, model: type[BaseModel], exc: ValidationError) -> ConfigurationError:
     """The first validation error, as ``channels.X.<key>: <reason>``."""
-    first = exc.errors(include_url=False, include_input=False)[0]
+    first = exc.errors(include_url=False)[0]
     key = _error_key(tuple(first["loc"]))
     if first["type"] == "extra_forbidden":
         known = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
@@ -177,7 +177,14 @@ def _config_error(prefix: str, model: type[BaseModel], exc: ValidationError) -> 
         message = "required key is missing"
     else:
         message = str(first["msg"]).removeprefix("Value error, ")
+        if str(first["type"]).endswith("_type"):  # name the TOML type given, never the value
+            message += f", got {_TOML_TYPES.get(type(first.get('input')), 'another type')}"
     return ConfigurationError(f"{prefix}.{key}" if key else prefix, message)
+
+
+_TOML_TYPES: Mapping[type, str] = MappingProxyType({
+    str: "a string", int: "an integer", float: "a float", bool: "a boolean", list: "an array",
+    dict: "a table"})
 
 
 def _unknown_type(channel_name: str, type_name: str, discovery: Discovery) -> ConfigurationError:
@@ -189,18 +196,13 @@ def _unknown_type(channel_name: str, type_name: str, discovery: Discovery) -> Co
     return ConfigurationError(key, f"unknown notifier type {type_name!r}; known types: {known}")
 
 
-def build_channel(
-    channel_name: str,
-    table: Mapping[str, Any],
-    env: Mapping[str, str],
-    *,
-    discovery: Discovery | None = None,
-) -> Notifier:
-    """Validate ``[channels.<channel_name>]`` and build its notifier.
+def channel_config(
+    channel_name: str, table: Mapping[str, Any], *, discovery: Discovery | None = None
+) -> tuple[type[Notifier], BaseModel]:
+    """Validate ``[channels.<channel_name>]``: its notifier class and validated ``Config``.
 
-    ``type`` picks the class; the rest of the table is its ``Config``; secrets are read from
-    ``env``. Every problem raises ``ConfigurationError`` whose key starts with
-    ``channels.<channel_name>``. Pass ``discovery`` to build many channels from one scan.
+    Reads no secrets (``status`` checks a configuration without them). Every problem raises
+    ``ConfigurationError`` whose key starts with ``channels.<channel_name>``.
     """
     prefix = channel_key(channel_name)
     if not isinstance(table, Mapping):
@@ -217,16 +219,41 @@ def build_channel(
         raise _unknown_type(channel_name, type_name, discovery)
     settings = {k: v for k, v in table.items() if k != "type"}
     try:
-        config = cls.Config.model_validate(settings)
+        return cls, cls.Config.model_validate(settings)
     except ValidationError as exc:
         raise _config_error(prefix, cls.Config, exc) from None
+
+
+def check_channels(channels: Mapping[str, Mapping[str, Any]]) -> None:
+    """``channel_config`` for every ``[channels.*]`` table, scanning entry points once."""
+    discovery = discover_notifiers()
+    for name, table in channels.items():
+        channel_config(name, table, discovery=discovery)
+
+
+def build_channel(
+    channel_name: str,
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    discovery: Discovery | None = None,
+) -> Notifier:
+    """Validate ``[channels.<channel_name>]`` and build its notifier.
+
+    ``type`` picks the class; the rest of the table is its ``Config``; secrets are read from
+    ``env``. Every problem raises ``ConfigurationError`` whose key starts with
+    ``channels.<channel_name>``. Pass ``discovery`` to build many channels from one scan.
+    """
+    prefix = channel_key(channel_name)
+    cls, config = channel_config(channel_name, table, discovery=discovery)
     try:
         notifier = cls(config, env)
     except ConfigurationError as exc:
         raise exc.with_prefix(prefix) from None
     except Exception as exc:  # a plugin's constructor failing in its own way
         raise ConfigurationError(
-            prefix, f"notifier {type_name!r} could not be set up: {type(exc).__name__}: {exc}"
+            prefix, f"notifier {table.get('type')!r} could not be set up: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     return notifier
 

@@ -127,7 +127,7 @@ def test_explicit_path_that_does_not_exist_is_an_error_naming_it(tmp_path: Path)
 
 def test_design_example_loads(tmp_path: Path) -> None:
     config = load_text(tmp_path, DESIGN_EXAMPLE)
-    assert config.database.url == "sqlite:///trialwatch.db"
+    assert config.database.url == f"sqlite:///{tmp_path / 'trialwatch.db'}"  # beside the file
     assert config.schedule.interval == timedelta(hours=6)
     assert config.watch.trials == ("NCT07328581",)
     assert config.watch.queries[0].name == "lupus-cart"
@@ -260,7 +260,7 @@ def test_trialwatch_db_beats_file(tmp_path: Path) -> None:
 
 
 def test_file_database_url_beats_default(tmp_path: Path) -> None:
-    assert load_text(tmp_path, DB_FILE).database.url == "sqlite:///from-file.db"
+    assert load_text(tmp_path, DB_FILE).database.url == f"sqlite:///{tmp_path / 'from-file.db'}"
 
 
 def test_default_database_is_sqlite_in_user_data_dir(tmp_path: Path) -> None:

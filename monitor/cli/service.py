@@ -78,6 +78,7 @@ def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:
     from trialwatch.monitor.views import service_status
 
     config = app.config
+    app.check_configuration()
     lock_path = lock_path_for(config.database.url)
     daemon = read_lock_state(lock_path) if lock_path is not None else None
     with app.database().transaction() as session:

@@ -31,6 +31,28 @@ def normalize_database_url(value: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.expanduser(value))}"
 
 
+def beside_config_file(value: str, config_dir: Path) -> str:
+    """A relative SQLite path written in a configuration file, made absolute against the
+    file's folder: ``sqlite:///trialwatch.db`` in ``/etc/tw/trialwatch.toml`` is
+    ``/etc/tw/trialwatch.db``, whatever folder the command runs from (pure).
+
+    Absolute paths, in-memory databases and other backends are returned unchanged.
+    """
+    if "://" not in value:
+        path = Path(value).expanduser()
+        return value if not value.strip() or path.is_absolute() else str(config_dir / path)
+    scheme, _, rest = value.partition("://")
+    if scheme.split("+")[0] != "sqlite" or not rest.startswith("/"):
+        return value
+    database, query = rest[1:], ""
+    if "?" in database:
+        database, _, query = database.partition("?")
+        query = "?" + query
+    if not database or database == ":memory:" or database.startswith(("/", "file:")):
+        return value
+    return f"{scheme}:///{config_dir / database}{query}"
+
+
 def overriding_database_url(cli_db: str | None, env: Mapping[str, str]) -> tuple[str, str] | None:
     """``(origin, value)`` of the setting that beats the file: ``--db``, then
     ``TRIALWATCH_DB``; None when neither is set (the file or the default decides)."""

@@ -44,7 +44,11 @@ from pydantic import (
     model_validator,
 )
 
-from trialwatch.monitor.config.database_url import default_database_url, overriding_database_url
+from trialwatch.monitor.config.database_url import (
+    beside_config_file,
+    default_database_url,
+    overriding_database_url,
+)
 from trialwatch.monitor.config.durations import CronSchedule, parse_cron, parse_duration
 from trialwatch.monitor.config.subscriptions import Subscription
 from trialwatch.monitor.config.values import (
@@ -457,6 +461,10 @@ def load_config(path: Path | None, *, env: Mapping[str, str], cli_db: str | None
         raise ConfigError(
             f"invalid TOML: {message}", source=source, line=line, column=column
         ) from None
+    database = data.get("database")
+    if isinstance(database, Mapping) and isinstance(database.get("url"), str):
+        url = beside_config_file(database["url"], path.resolve().parent)
+        data = {**data, "database": {**database, "url": url}}
     config = parse_config(data, env=env, cli_db=cli_db, source=source)
     config._source = path
     config._warnings = inline_secret_warnings(data, source=source, mode=mode)

@@ -74,6 +74,12 @@ class Subscription(BaseModel):
     digest: StrictStr | None = None
     digest_at: StrictStr | None = None
 
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _one_kind_as_list(cls, kinds: Any) -> Any:
+        """``kinds = "all"`` (or one kind) means the same as ``kinds = ["all"]``."""
+        return (kinds,) if isinstance(kinds, str) else kinds
+
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:

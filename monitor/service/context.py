@@ -87,7 +87,46 @@ class App:
 
     @property
     def subscriptions(self) -> list[Any]:
+        """The effective subscriptions, once their saved queries are known to exist."""
+        self.check_subscription_queries()
         return list(self.config.effective_subscriptions())
+
+    def check_subscription_queries(self) -> None:
+        """A subscription's ``queries`` must name saved searches: ``[watch] queries`` or ones
+        saved with ``watch --query --name`` (the database); the first unknown one is an error
+        naming it."""
+        named = [(index, position, name)
+                 for index, subscription in enumerate(self.config.subscriptions)
+                 for position, name in enumerate(subscription.queries or ())]
+        if not named:
+            return
+        from sqlalchemy import select
+
+        from trialwatch.storage.models import SavedQuery
+
+        known = {query.name for query in self.config.watch.queries}
+        with self.database().transaction() as session:
+            known.update(session.scalars(select(SavedQuery.name)))
+        for index, position, name in named:
+            if name not in known:
+                saved = ", ".join(sorted(known)) or "none"
+                raise CommandError(f"{self.config_label}: subscriptions[{index}].queries"
+                                   f"[{position}]: unknown saved query {name!r} "
+                                   f"(saved queries: {saved})")
+
+    def check_configuration(self) -> None:
+        """Everything other commands would reject, without reading secrets: the file, every
+        channel's type and settings, the saved queries subscriptions name."""
+        if self.config.channels:
+            from trialwatch.notifiers.base import ConfigurationError
+            from trialwatch.notifiers.registry import check_channels
+
+            try:
+                check_channels({name: {"type": c.type, **c.settings}
+                                for name, c in self.config.channels.items()})
+            except ConfigurationError as exc:
+                raise CommandError(f"{self.config_label}: {exc}") from None
+        self.check_subscription_queries()
 
     @cached_property
     def channels(self) -> dict[str, Notifier]:
