@@ -5,7 +5,8 @@ the schema is created by the migrations (so the target's ``alembic_version`` is 
 every table is copied parents first, in primary-key order, in batches, PostgreSQL's id
 sequences are moved past the copied ids, and the row counts of every table are compared with
 the source's. Anything wrong (a non-empty target, an outdated source, a row the target
-rejects, a count that differs) rolls the whole copy back: the target stays empty.
+rejects, a count that differs) rolls the whole copy back: the target stays as it was.
+"Empty" is no tables at all, or trialwatch's schema at head with no rows in any table.
 
 The source is read in one read transaction (a consistent snapshot), but stop the daemon
 first anyway: what it writes after the snapshot is not copied.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Table, func, insert, select, text
+from sqlalchemy import Connection, Integer, Table, func, insert, inspect, select, text
 
 from trialwatch.storage.engine import Database
 from trialwatch.storage.models import Base
@@ -59,9 +60,9 @@ def copy_database(source: Database, target: Database, *,
     if revision != head_revision():
         raise TransferError(f"the source schema is at revision {revision or 'none'}, not "
                             f"{head_revision()}: run `trialwatch db upgrade` on it first")
-    if not is_empty(target):
-        raise TransferError("the target database is not empty (migrate-to only fills an "
-                            "empty database)")
+    if (refusal := _not_empty(target)) is not None:
+        raise TransferError(f"the target database is not empty ({refusal}; migrate-to only "
+                            "fills an empty database)")
     report = TransferReport(revision=head_revision())
     with source.engine.connect() as reading, target.engine.begin() as writing:
         _snapshot(reading)
@@ -80,6 +81,26 @@ def copy_database(source: Database, target: Database, *,
                                     f"source but {copied} in the target; nothing was copied")
         reading.rollback()
     return report
+
+
+def _not_empty(target: Database) -> str | None:
+    """Why ``target`` cannot be filled, or None when it is empty: no tables at all, or
+    trialwatch's schema at head with no rows (``db upgrade`` run first, as the README's
+    PostgreSQL set-up does)."""
+    if is_empty(target):
+        return None
+    present = set(inspect(target.engine).get_table_names())
+    foreign = sorted(present - {t.name for t in tables()} - {"alembic_version"})
+    if foreign:
+        return f"it has tables trialwatch does not use: {', '.join(foreign[:3])}"
+    revision = current_revision(target)
+    if revision != head_revision():
+        return f"its trialwatch schema is at revision {revision or 'none'}, not {head_revision()}"
+    with target.engine.connect() as connection:
+        for table in tables():
+            if table.name in present and (rows := _count(connection, table)):
+                return f"table {table.name} has {rows} row{'s' if rows != 1 else ''}"
+    return None
 
 
 def _snapshot(connection: Connection) -> None:

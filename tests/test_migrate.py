@@ -143,6 +143,25 @@ def test_a_target_that_is_not_empty_is_refused_and_left_alone(source, pg_url):
     assert table_rows(pg_url) == before
 
 
+def test_a_target_at_schema_head_with_no_rows_counts_as_empty(source, pg_url):
+    url, _config, _env = source
+    assert trialwatch(pg_url, "db", "upgrade").exit_code == 0  # the README's set-up order
+    assert trialwatch(pg_url, "status").exit_code == 0
+    result = trialwatch(url, "db", "migrate-to", pg_url)
+    assert result.exit_code == 0, result.output
+    assert table_rows(pg_url) == table_rows(url)
+
+
+def test_a_target_with_rows_is_refused_naming_a_table_that_has_them(source, pg_url):
+    url, _config, _env = source
+    assert trialwatch(pg_url, "ingest", "--no-notify", str(SEED)).exit_code == 0
+    before = table_rows(pg_url)
+    refused = trialwatch(url, "db", "migrate-to", pg_url)
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "not empty (table trials has 1 row;" in refused.stderr
+    assert table_rows(pg_url) == before
+
+
 def test_a_row_the_target_refuses_rolls_the_whole_copy_back(source, pg_url):
     url, _config, _env = source
     with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:  # SQLite ignores
