@@ -103,5 +103,12 @@ def _begin_immediate(connection: Any) -> None:
     """Every unit of work takes SQLite's write lock when it starts (waiting up to the busy
     timeout), so what it reads cannot change before it writes. Without it two processes
     (``run`` and ``check``, two ``ingest``s) read the same latest version, both wrote the
-    next one and one died on a UNIQUE constraint; both could also claim the same alert."""
+    next one and one died on a UNIQUE constraint; both could also claim the same alert.
+
+    A connection opened with the execution option ``read_only=True`` (``export``: a long
+    read) begins a plain read transaction instead: a consistent snapshot that, under WAL,
+    never holds up the daemon's writes."""
+    if connection.get_execution_options().get("read_only"):
+        connection.exec_driver_sql("BEGIN")
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")

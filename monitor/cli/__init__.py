@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "backfill": "trialwatch.monitor.cli.backfill:backfill",
     "serve": "trialwatch.monitor.cli.web:serve",
     "feed": "trialwatch.monitor.cli.web:feed",
+    "export": "trialwatch.monitor.cli.export:export",
 }
 
 
