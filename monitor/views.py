@@ -24,6 +24,7 @@ from trialwatch.monitor.record import TrialRecord
 from trialwatch.monitor.versioning import iso_utc
 from trialwatch.storage import repository as repo
 from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial, Version
+from trialwatch.storage.schema import revision_of
 
 STUDY_URL = "https://clinicaltrials.gov/study/{nct_id}"
 #: How far back a high-severity change counts as "recent" on the dashboard.
@@ -136,8 +137,6 @@ def service_status(session: Session, *,
     ``next_cycle`` answers when the next cycle is due given the last one's start (the
     caller knows the schedule and any running daemon); without it the answer is null.
     """
-    from alembic.runtime.migration import MigrationContext
-
     cycle = repo.last_cycle(session)
     last_cycle = None if cycle is None else {
         "started_at": iso_utc(cycle.started_at),
@@ -147,7 +146,7 @@ def service_status(session: Session, *,
     due = next_cycle(cycle.started_at if cycle is not None else None) if next_cycle else None
     if due is not None and due.tzinfo is None:
         due = due.replace(tzinfo=UTC)
-    revision = MigrationContext.configure(session.connection()).get_current_revision()
+    revision = revision_of(session.connection())
     watched = session.scalar(select(func.count()).select_from(Trial)
                              .where(Trial.watched.is_(True)))
     queries = session.scalar(select(func.count()).select_from(SavedQuery))

@@ -110,6 +110,21 @@ def ensure_schema(db: Database, *, create_if_empty: bool = True) -> None:
     )
 
 
+def revision_of(connection: Connection) -> str | None:
+    """The schema revision seen through ``connection``: the one row of ``alembic_version``
+    by a plain query (``status``), asking Alembic only when that is not clear."""
+    try:
+        with connection.begin_nested():
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:
+        rows = []
+    if len(rows) == 1:
+        return str(rows[0][0])
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def _stamped_revision(db: Database) -> str | None:
     """The revision in ``alembic_version`` by one plain query (None: no such table, or not
     exactly one row; Alembic then looks properly)."""

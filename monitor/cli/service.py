@@ -73,34 +73,44 @@ def status(app: App, as_json: bool) -> None:
 
 
 def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:
-    """The ``status --json`` payload, and the running daemon's lock record (SQLite only)."""
+    """The ``status --json`` payload, and the running daemon's lock record (SQLite only).
+
+    Without a configuration file every setting is a default: the file is neither read
+    nor validated (and pydantic is not imported), so ``status`` answers at once."""
     from trialwatch.monitor.service.lock import lock_path_for, read_lock_state
     from trialwatch.monitor.views import service_status
 
-    config = app.config
     app.check_configuration()
-    lock_path = lock_path_for(config.database.url)
+    config = app.config if app.config_file is not None else None
+    lock_path = lock_path_for(app.database_url)
     daemon = read_lock_state(lock_path) if lock_path is not None else None
     with app.database().transaction() as session:
-        payload = service_status(session, next_cycle=next_cycle_function(config),
-                                 channels=config.channels)
+        payload = service_status(
+            session, next_cycle=next_cycle_function(config, database_url=app.database_url),
+            channels=config.channels if config is not None else ())
     return payload, daemon
 
 
-def next_cycle_function(config: Config) -> Callable[[datetime | None], datetime | None]:
+def next_cycle_function(config: Config | None, *, database_url: str | None = None
+                        ) -> Callable[[datetime | None], datetime | None]:
     """When the next cycle is due, given the last one's start: on SQLite what the running
     daemon's lock file says (None when no ``trialwatch run`` holds it); on PostgreSQL,
-    where workers keep no lock file, the last start plus the schedule."""
-    from trialwatch.monitor.service.daemon import cycle_trigger, next_fire_function
+    where workers keep no lock file, the last start plus the schedule (``config``'s, or
+    the default with None)."""
     from trialwatch.monitor.service.lock import lock_path_for, read_lock_state
 
-    lock_path = lock_path_for(config.database.url)
+    assert config is not None or database_url is not None
+    lock_path = lock_path_for(database_url or config.database.url)  # type: ignore[union-attr]
     if lock_path is not None:
         def from_lock(_last_started: datetime | None) -> datetime | None:
             state = read_lock_state(lock_path)
             return state.next_cycle if state is not None else None
         return from_lock
-    fire = next_fire_function(cycle_trigger(config.schedule))
+    from trialwatch.monitor.config.settings import ScheduleConfig
+    from trialwatch.monitor.service.daemon import cycle_trigger, next_fire_function
+
+    fire = next_fire_function(cycle_trigger(config.schedule if config is not None
+                                            else ScheduleConfig()))
     return lambda last_started: fire(last_started) if last_started is not None else None
 
 

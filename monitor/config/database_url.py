@@ -13,6 +13,17 @@ from pathlib import Path
 
 import platformdirs
 
+DEFAULT_CONFIG_FILE = "trialwatch.toml"
+
+
+def config_file_in_use(config_path: Path | None) -> Path | None:
+    """The configuration file a command reads: ``--config PATH``, else ``./trialwatch.toml``
+    when it exists, else None (every default; nothing to validate, pydantic not needed)."""
+    if config_path is not None:
+        return config_path
+    candidate = Path(DEFAULT_CONFIG_FILE)
+    return candidate if candidate.is_file() else None
+
 
 def default_database_url() -> str:
     """SQLite file ``trialwatch.db`` in the user data dir, e.g. ``sqlite:////home/u/.../x.db``."""

@@ -31,11 +31,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from trialwatch.monitor.config.database_url import normalize_database_url
+from trialwatch.monitor.config.database_url import DEFAULT_CONFIG_FILE, normalize_database_url
 from trialwatch.monitor.config.durations import format_duration, parse_duration
 from trialwatch.monitor.record import NCT_ID_RE
 
-DEFAULT_CONFIG_FILE = "trialwatch.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 

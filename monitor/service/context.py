@@ -46,6 +46,13 @@ class App:
         return config
 
     @cached_property
+    def config_file(self) -> Path | None:
+        """``--config``, else ``./trialwatch.toml`` if present, else None (all defaults)."""
+        from trialwatch.monitor.config.database_url import config_file_in_use
+
+        return config_file_in_use(self.config_path)
+
+    @cached_property
     def database_url(self) -> str:
         """``--db``, else ``TRIALWATCH_DB``, else the file's ``database.url`` or the default.
 
@@ -53,12 +60,15 @@ class App:
         (``diff``, ``history``) neither validates ``trialwatch.toml`` nor imports pydantic.
         """
         from trialwatch.monitor.config.database_url import (
+            default_database_url,
             normalize_database_url,
             overriding_database_url,
         )
 
         override = overriding_database_url(self.db_url, self.env)
         if override is None:
+            if self.config_file is None:
+                return default_database_url()
             return self.config.database.url
         origin, value = override
         try:
@@ -117,6 +127,8 @@ class App:
     def check_configuration(self) -> None:
         """Everything other commands would reject, without reading secrets: the file, every
         channel's type and settings, the saved queries subscriptions name."""
+        if self.config_file is None:  # every default: nothing that could be wrong
+            return
         if self.config.channels:
             from trialwatch.notifiers.base import ConfigurationError
             from trialwatch.notifiers.registry import check_channels
