@@ -58,9 +58,12 @@ def stdout_reserved(for_json: bool) -> Iterator[None]:
 
 @contextmanager
 def progress(items: Sequence[T], label: str) -> Iterator[Iterable[T]]:
-    """A progress bar on a terminal (stderr), nothing extra on a pipe."""
+    """A progress bar on a terminal (stderr); on a pipe (cron, systemd) a ``progress`` log
+    line (``task``: ``label``) at most every few seconds (``trialwatch.monitor.progress``)."""
     if sys.stderr.isatty() and len(items) > 1:
         with click.progressbar(items, label=label, file=sys.stderr) as bar:
             yield bar
     else:
-        yield items
+        from trialwatch.monitor.progress import ProgressLog
+
+        yield ProgressLog(label, total=len(items)).over(items)

@@ -62,7 +62,8 @@ def run_queries(db: Database, client: RegistryClient, report: CycleReport,
         try:
             stamps = list(client.search_stamps(term, condition, updated_since=since))
         except RegistryError as exc:
-            report.failures.append(f"query {name}: {exc}")
+            if not report.skip_if_stopping(1, f"query {name}"):
+                report.failures.append(f"query {name}: {exc}")
             continue
         with db.transaction() as session:
             for stamp in stamps:

@@ -22,6 +22,7 @@ from trialwatch.monitor.cycle.lease_guard import LeaseGuard
 from trialwatch.monitor.cycle.report import CycleReport
 from trialwatch.monitor.cycle.reverify import data_stamp
 from trialwatch.monitor.events import ChangeEvent
+from trialwatch.monitor.progress import ProgressLog
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.monitor.sources.ctgov.client import (
     RegistryClient,
@@ -57,7 +58,9 @@ def fetch_and_record(db: Database, client: RegistryClient, report: CycleReport,
     chunks = [ids[start:start + FETCH_PAGE] for start in range(0, len(ids), FETCH_PAGE)]
     pages = fetch_pages(client, chunks, page_size=FETCH_PAGE,
                         worker=worker_pays_off(client, len(chunks)))
+    progress = ProgressLog("fetch", total=len(ids))  # a line every few seconds, not per page
     for page in pages:
+        progress.advance(len(page.nct_ids), changed=report.changed)
         if page.error is not None:
             report.fail(page.nct_ids, "fetch", page.error)
             continue

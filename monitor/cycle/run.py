@@ -70,7 +70,7 @@ def run_cycle(db: Database, client: RegistryClient, *,
     clock = now or (lambda: datetime.now(UTC))
     if shared is None:
         shared = not db.is_sqlite and only is None
-    report = CycleReport(started_at=clock())
+    report = CycleReport(started_at=clock(), stopping=should_stop or (lambda: False))
     requests_before = client.requests_made
     with db.transaction() as session:
         cycle_row = Cycle(started_at=report.started_at, outcome="running", worker=worker)
@@ -93,11 +93,15 @@ def run_cycle(db: Database, client: RegistryClient, *,
                 _run(db, client, report, subscriptions, only, last_ok_started, last_ok_stamp,
                      clock, reverify_every)
     except RegistryError as exc:  # the registry as a whole is unreachable / blocked
-        report.failures.append(f"registry: {exc}")
-        report.outcome = "failed"
+        if report.skip_if_stopping(max(report.watched, 1), "registry"):
+            report.outcome = "stopped"
+        else:
+            report.failures.append(f"registry: {exc}")
+            report.outcome = "failed"
     report.requests = client.requests_made - requests_before
     if report.outcome == "running":
-        report.outcome = "partial" if report.failures else "ok"
+        report.outcome = ("stopped" if report.skipped else
+                          "partial" if report.failures else "ok")
     report.finished_at = clock()
     with db.transaction() as session:
         row = session.get(Cycle, cycle_id)
@@ -107,12 +111,17 @@ def run_cycle(db: Database, client: RegistryClient, *,
         row.events, row.requests = len(report.events), report.requests
         row.failures, row.data_timestamp = len(report.failures), report.data_timestamp
         row.error = "; ".join(report.failures)[:4000] or None
-    log.info("cycle.finished", outcome=report.outcome, strategy=report.strategy,
-             round=report.round_id, reverified=report.reverified,
-             watched=report.watched, fetched=report.fetched, changed=report.changed,
-             events=len(report.events), requests=report.requests,
-             failures=len(report.failures),
-             duration_ms=round((report.finished_at - report.started_at).total_seconds() * 1000))
+    why = {"error": "; ".join(report.failures[:3]) + (
+        f" (+{len(report.failures) - 3} more)" if len(report.failures) > 3 else "")
+           } if report.failures else {}
+    level = log.warning if report.outcome in ("failed", "partial") else log.info
+    level("cycle.finished", outcome=report.outcome, strategy=report.strategy,
+          round=report.round_id, reverified=report.reverified,
+          watched=report.watched, covered=report.covered, skipped=report.skipped,
+          fetched=report.fetched, changed=report.changed,
+          events=len(report.events), requests=report.requests,
+          failures=len(report.failures), **why,
+          duration_ms=round((report.finished_at - report.started_at).total_seconds() * 1000))
     return report
 
 
