@@ -40,6 +40,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: Read-only commands that log nothing of their own: logging (structlog, and the asyncio it
+#: imports) is set up only if they load a configuration file, so they answer at once.
+QUICK_COMMANDS = frozenset({"list", "status", "history", "diff", "export"})
+
+
 class LazyGroup(HelpGroup):
     """A click group whose subcommands are imported on first use."""
 
@@ -85,11 +90,12 @@ def _module_exists(target: str) -> bool:
 def cli(ctx: click.Context, config_path: Path | None, db_url: str | None,
         log_format: str | None) -> None:
     """Watch ClinicalTrials.gov records, keep every version, and alert on what changed."""
-    from trialwatch.monitor.service.logs import configure_logging
-
     level = os.environ.get("TRIALWATCH_LOG_LEVEL", "warning" if log_format is None else "info")
-    configure_logging(log_format or os.environ.get("TRIALWATCH_LOG_FORMAT", "auto"), level)
-    app = App(config_path=config_path, db_url=db_url, log_format=log_format)
+    app = App(config_path=config_path, db_url=db_url, log_format=log_format,
+              log_settings=(log_format or os.environ.get("TRIALWATCH_LOG_FORMAT", "auto"),
+                            level))
+    if ctx.invoked_subcommand not in QUICK_COMMANDS:
+        app.ensure_logging()
     ctx.obj = app
     ctx.call_on_close(app.close)
 

@@ -29,12 +29,26 @@ class App:
     db_url: str | None = None
     log_format: str | None = None
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: (renderer, level) for ``configure_logging``; applied by ``ensure_logging``, which the
+    #: CLI calls up front except for quick read-only commands (then on first need).
+    log_settings: tuple[str, str] | None = None
     _database: Database | None = field(default=None, init=False, repr=False)
+    _logging_ready: bool = field(default=False, init=False, repr=False)
+
+    def ensure_logging(self) -> None:
+        """Configure structlog once, with ``log_settings`` (nothing when there are none)."""
+        if self._logging_ready or self.log_settings is None:
+            return
+        from trialwatch.monitor.service.logs import configure_logging
+
+        configure_logging(*self.log_settings)
+        self._logging_ready = True
 
     @cached_property
     def config(self) -> Config:
         from trialwatch.monitor.config.settings import ConfigError, load_config
 
+        self.ensure_logging()  # a configuration means channels, warnings: code that logs
         try:
             config = load_config(self.config_path, env=self.env, cli_db=self.db_url)
         except ConfigError as exc:
