@@ -31,8 +31,8 @@ from docmaker import (
 from trialwatch.monitor.cli import cli
 
 NCT = "NCT07328581"
-EVENT_COLUMNS = ["nct_id", "kind", "field", "old", "new", "severity", "from_version",
-                 "to_version", "detected_at", "summary", "historical"]
+EVENT_COLUMNS = ["nct_id", "kind", "field", "old", "new", "days", "percent", "severity",
+                 "from_version", "to_version", "detected_at", "summary", "historical"]
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_events_csv_has_a_header_and_one_row_per_stored_event(db_url: str) -> No
     assert rows[0] == EVENT_COLUMNS
     stored = history_events(db_url)
     assert len(rows) - 1 == len(stored) >= 3
-    assert sorted(row[9] for row in rows[1:]) == sorted(e["summary"] for e in stored)
+    assert sorted(row[11] for row in rows[1:]) == sorted(e["summary"] for e in stored)
 
 
 def test_csv_writes_non_plain_values_as_json_text(db_url: str) -> None:
@@ -85,6 +85,7 @@ def test_csv_writes_non_plain_values_as_json_text(db_url: str) -> None:
     assert isinstance(json.loads(enrollment["new"]), dict)
     assert json.loads(enrollment["new"]) == next(
         e["new"] for e in history_events(db_url) if e["kind"] == "enrollment")
+    assert enrollment["percent"] == "20.0" and enrollment["days"] == ""
     status = next(row for row in rows if row["kind"] == "status")
     assert (status["old"], status["new"]) == ("NOT_YET_RECRUITING", "RECRUITING")
     assert status["historical"] == "false" and status["detected_at"].endswith("Z")

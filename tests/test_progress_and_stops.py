@@ -9,8 +9,10 @@ own stop-aware transport; the daemon's SIGTERM end to end is in ``tests/test_dae
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import structlog
 from registry_server import FakeRegistry, Fault, LoggedRequest, load_fixture, make_study, nct
 from sqlalchemy import func, select
@@ -33,6 +35,15 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def default_structlog() -> Iterator[None]:
+    """What an earlier in-process command configured (a warning-level filter) would hide the
+    info lines these tests read: start from structlog's defaults, and leave them after."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def populate(registry: FakeRegistry, count: int) -> list[str]:

@@ -3,6 +3,9 @@
 Rows are written as they are read (``trialwatch.storage.exports``), so memory stays flat
 however many there are. Formats:
 
+Events carry ``days`` (a ``dates`` event) or ``percent`` (``enrollment``) after ``new``, the
+deltas threshold rules read, as ``history --json`` shows them (empty CSV cells otherwise).
+
 * ``csv`` (default): a header row, then one line per row; values that are not plain (lists,
   tables: an event's ``old``/``new``, a version's record) are JSON text, times ISO-8601 UTC
   with ``Z``, booleans ``true``/``false``, nothing is an empty cell.
@@ -71,7 +74,7 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: tuple[str, ...], out: IO[
     writer.writerow(columns)
     count = 0
     for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is returned
-        writer.writerow([csv_cell(row[name]) for name in columns])
+        writer.writerow([csv_cell(row.get(name)) for name in columns])
     return count
 
 
@@ -91,6 +94,28 @@ def write_json(rows: Iterable[dict[str, Any]], columns: tuple[str, ...], out: IO
         out.write(_json_bytes(row).decode())
     out.write("\n]\n" if count else "]\n")
     return count
+
+
+#: Event measures (``trialwatch.monitor.events.measures``): the threshold rules' deltas.
+MEASURES = ("days", "percent")
+
+
+def with_measures(row: dict[str, Any]) -> dict[str, Any]:
+    """An event row with ``days`` (dates) or ``percent`` (enrollment) after ``new``, as
+    ``history --json`` and alerts carry them (pure)."""
+    from trialwatch.monitor.events import measures
+
+    extra = measures(row["kind"], row["old"], row["new"])
+    if not extra:
+        return row
+    items = list(row.items())
+    at = [name for name, _ in items].index("new") + 1
+    return dict(items[:at] + list(extra.items()) + items[at:])
+
+
+def event_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    at = columns.index("new") + 1
+    return columns[:at] + MEASURES + columns[at:]
 
 
 WRITERS: dict[str, Callable[[Iterable[dict[str, Any]], tuple[str, ...], IO[str]], int]] = {
@@ -140,8 +165,11 @@ def export(app: App, table: str, output_format: str, since: str | None,
                            kinds=kinds, nct_ids=nct_ids)
     db = app.database()
     rows: Iterator[dict[str, Any]] = export_rows(db, table, filters, with_records=with_records)
+    columns = columns_of(table, with_records=with_records)
+    if table == "events":
+        rows, columns = (with_measures(row) for row in rows), event_columns(columns)
     try:
-        WRITERS[output_format](rows, columns_of(table, with_records=with_records), sys.stdout)
+        WRITERS[output_format](rows, columns, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:  # `export ... | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
