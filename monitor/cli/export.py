@@ -138,13 +138,15 @@ WRITERS: dict[str, Callable[[Iterable[dict[str, Any]], tuple[str, ...], IO[str]]
 @pass_app
 def export(app: App, table: str, output_format: str, since: str | None,
            kinds: tuple[str, ...], nct_ids: tuple[str, ...], with_records: bool) -> None:
-    """Write stored events, trials or versions to stdout as CSV, JSON lines or JSON.
+    """Write stored events, trials or versions as CSV or JSON.
+
+    CSV has a header row; --format ndjson writes one JSON object per line, --format json
+    one array. Rows stream as they are read: memory stays flat for any number of rows.
 
     \b
       trialwatch export events > events.csv
       trialwatch export events --kind outcomes --since 2026-01-01 --format ndjson
       trialwatch export versions --trial NCT07328581 --with-records --format json
-    Rows stream as they are read: memory stays flat for any number of rows.
     """
     from trialwatch.monitor.events import KINDS
     from trialwatch.monitor.record import is_valid_nct_id
