@@ -18,10 +18,8 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from trialwatch.monitor.diff import diff_records
 from trialwatch.monitor.events import KINDS, SEVERITY_RANK, measures
 from trialwatch.monitor.record import TrialRecord
-from trialwatch.monitor.versioning import iso_utc
 from trialwatch.storage import repository as repo
 from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial, Version
 from trialwatch.storage.schema import revision_of
@@ -37,6 +35,11 @@ class NotFound(LookupError):
 
 class BadVersions(ValueError):
     """A version range that cannot be compared (``--from`` newer than ``--to``)."""
+
+
+def iso_utc(moment: datetime) -> str:
+    """``2026-11-25T12:00:00Z``, as ``trialwatch.monitor.versioning`` stamps events."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def study_url(nct_id: str) -> str:
@@ -117,9 +120,15 @@ def stored_diff(session: Session, nct_id: str, from_version: int | None = None,
     old, new, new_row = stored_records(session, trial, from_number, to_number)
     detected = iso_utc(new_row.fetched_at)
     events = [e.at(from_version=from_number, to_version=to_number, detected_at=detected).to_json()
-              for e in diff_records(old, new)]
+              for e in _diff(old, new)]
     return {"nct_id": nct_id, "from_version": from_number, "to_version": to_number,
             "events": events}
+
+
+def _diff(old: TrialRecord, new: TrialRecord) -> list[Any]:
+    from trialwatch.monitor.diff import diff_records  # only a diff needs the diff machinery
+
+    return diff_records(old, new)
 
 
 def outbox_health(session: Session, channels: Iterable[str] = ()) -> dict[str, dict[str, int]]:

@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import platformdirs
-
 DEFAULT_CONFIG_FILE = "trialwatch.toml"
 
 
@@ -27,6 +25,8 @@ def config_file_in_use(config_path: Path | None) -> Path | None:
 
 def default_database_url() -> str:
     """SQLite file ``trialwatch.db`` in the user data dir, e.g. ``sqlite:////home/u/.../x.db``."""
+    import platformdirs  # only when no --db / TRIALWATCH_DB / file names the database
+
     return f"sqlite:///{Path(platformdirs.user_data_dir('trialwatch')) / 'trialwatch.db'}"
 
 
