@@ -21,12 +21,13 @@ How it works:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from trialwatch.monitor.events import ChangeEvent, humanize, quote, shorten, sort_key
 from trialwatch.monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
+from trialwatch.monitor.sites import SITES, TIE_BREAKERS, same_place, tie_breaker
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,13 @@ def _by_identity(section: str, key: str, old: list[Any], new: list[Any], shared:
     new_groups = _groups(section, key, new, shared)
     old_keyed: dict[str, Any] = {}
     new_keyed: dict[str, Any] = {}
+    known = _shared_keys([*old, *new]) if (section, key) == SITES else set()
     for ident in sorted(old_groups.keys() | new_groups.keys()):
-        matched = _match_duplicates(old_groups.get(ident, []), new_groups.get(ident, []))
+        old_items, new_items = old_groups.get(ident, []), new_groups.get(ident, [])
+        if (section, key) == SITES and max(len(old_items), len(new_items)) > 1:
+            matched = _match_sites(old_items, new_items, known)
+        else:
+            matched = _match_duplicates(old_items, new_items)
         for n, (a, b) in enumerate(matched):
             unique = ident if n == 0 else f"{ident}#{n + 1}"
             if a is not _MISSING:
@@ -188,6 +194,30 @@ def _by_identity(section: str, key: str, old: list[Any], new: list[Any], shared:
             if b is not _MISSING:
                 new_keyed[unique] = b
     return old_keyed, new_keyed
+
+
+def _shared_keys(items: list[Any]) -> set[str]:
+    """The tie-breaking fields every site of both versions knows."""
+    return {k for k in TIE_BREAKERS if all(isinstance(i, Mapping) and k in i for i in items)}
+
+
+def _match_sites(old: list[Any], new: list[Any], known: set[str]) -> list[tuple[Any, Any]]:
+    """Sites sharing facility and city, paired across versions only when their zip, state,
+    country and coordinates agree (as a multiset: alike sites by content, equal first);
+    the rest are sites that closed or opened, never one site with an invented zip change.
+    Pairs come first, so a site found again keeps the plain identity."""
+    by_old: dict[str, list[Any]] = {}
+    by_new: dict[str, list[Any]] = {}
+    for item in old:
+        by_old.setdefault(tie_breaker(item, known), []).append(item)
+    for item in new:
+        by_new.setdefault(tie_breaker(item, known), []).append(item)
+    pairs: list[tuple[Any, Any]] = []
+    single: list[tuple[Any, Any]] = []
+    for tie in sorted(by_old.keys() | by_new.keys()):
+        for a, b in _match_duplicates(by_old.get(tie, []), by_new.get(tie, [])):
+            (pairs if a is not _MISSING and b is not _MISSING else single).append((a, b))
+    return pairs + single
 
 
 def _groups(section: str, key: str, items: list[Any], shared: set[str]
@@ -325,7 +355,8 @@ def _keyed_list_events(nct_id: str, section: str, key: str, rule: FieldRule,
     field = f"{section}.{key}"
     removed = {k: old[k] for k in sorted(old.keys() - new.keys())}
     added = {k: new[k] for k in sorted(new.keys() - old.keys())}
-    for old_key, new_key in _pair_similar(removed, added):
+    may_pair = same_place if (section, key) == SITES else None
+    for old_key, new_key in _pair_similar(removed, added, may_pair):
         a, b = removed.pop(old_key), added.pop(new_key)
         verb = "reworded" if set(a) <= {"text", "context"} else "changed"
         yield _event(nct_id, rule, field, a, b,
@@ -440,14 +471,18 @@ def _bulk_change_events(nct_id: str, rule: FieldRule, field: str,
                      f"{shorten('; '.join(parts))}")
 
 
-def _pair_similar(removed: Mapping[str, Any], added: Mapping[str, Any]
+def _pair_similar(removed: Mapping[str, Any], added: Mapping[str, Any],
+                  may_pair: Callable[[Any, Any], bool] | None = None
                   ) -> list[tuple[str, str]]:
-    """Greedy best-first pairing of removed and added items whose identities are close."""
+    """Greedy best-first pairing of removed and added items whose identities are close
+    (and, with ``may_pair``, that may be one item at all: sites in the same place)."""
     if len(removed) * len(added) > MAX_PAIRING_WORK:
         return []
     candidates = []
     for r in removed:
         for a in added:
+            if may_pair is not None and not may_pair(removed[r], added[a]):
+                continue
             ratio = difflib.SequenceMatcher(None, r, a, autojunk=False).ratio()
             if ratio >= PAIRING_RATIO:
                 candidates.append((ratio, r, a))

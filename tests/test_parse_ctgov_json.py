@@ -57,7 +57,7 @@ def test_full_document_emits_every_field_of_every_section(path: Path) -> None:
 def test_full_document_list_items_carry_every_key(path: Path) -> None:
     record = parse_study(orjson.loads(path.read_bytes()))
     for site in record.get("locations", "sites"):
-        assert set(site) == {"facility", "city", "state", "zip", "country", "status"}
+        assert set(site) == {"facility", "city", "state", "zip", "country", "status", "geo"}
     for contact in record.get("contacts", "central_contacts"):
         assert set(contact) == {"name", "role", "phone", "email"}
     for arm in record.get("arms", "arm_groups"):
@@ -221,7 +221,7 @@ def test_partial_document_emits_only_fields_it_carries(ctgov_dir: Path) -> None:
         assert absent not in record.sections
     assert "healthy_volunteers" not in record.sections["eligibility"]
     assert set(record.get("locations", "sites")[0]) == {"facility", "city", "state", "zip",
-                                                        "country"}
+                                                        "country", "geo"}
 
 
 def test_partial_document_knows_less_than_full_document_of_same_version(

@@ -253,10 +253,12 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
     em.put(sections["contacts"], "overall_officials", em.records(
         contacts, "overallOfficials", path,
         {"name": "name", "affiliation": "affiliation", "role": "role"}), [])
-    em.put(sections["locations"], "sites", em.records(
-        contacts, "locations", path,
-        {"facility": "facility", "city": "city", "state": "state", "zip": "zip",
-         "country": "country", "status": "status"}), [])
+    sites = em.records(contacts, "locations", path,
+                       {"facility": "facility", "city": "city", "state": "state", "zip": "zip",
+                        "country": "country", "status": "status"})
+    if not isinstance(sites, _Missing):
+        _add_coordinates(em, sites, _list(contacts, "locations", path))
+    em.put(sections["locations"], "sites", sites, [])
 
     refs, path = module("referencesModule")
     em.put(sections["references"], "references", em.records(
@@ -479,6 +481,22 @@ def _eligibility(em: _Emitter, mod: Mapping[str, Any] | None, path: str) -> dict
     em.put(out, "healthy_volunteers", healthy)
     em.put(out, "std_ages", _sorted(_str_list(mod, "stdAges", path)), [])
     return out
+
+
+def _add_coordinates(em: _Emitter, sites: list[dict[str, Any]], raw: list[Any] | _Missing
+                     ) -> None:
+    """Each site's ``geoPoint`` as ``geo`` ``{"lat", "lon"}``: what tells apart two sites
+    that share a facility, a city and even a zip. Anything but two numbers is no point."""
+    if isinstance(raw, _Missing):
+        return
+    for site, item in zip(sites, raw, strict=True):
+        point = item.get("geoPoint", MISSING) if isinstance(item, Mapping) else None
+        geo: Any = MISSING if point is MISSING else None
+        if isinstance(point, Mapping):
+            lat, lon = point.get("lat"), point.get("lon")
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)):
+                geo = {"lat": lat, "lon": lon}
+        em.put(site, "geo", geo)
 
 
 def _results(em: _Emitter, doc: Mapping[str, Any]) -> dict[str, Any]:
