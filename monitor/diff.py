@@ -13,7 +13,8 @@ How it works:
    directly, the same way).
    It is not run over whole sections: that answers "which field?" at 10-500x the cost (a
    1,148-site list walked item by item only to learn that ``sites`` changed).
-4. ``FIELD_RULES`` says *what* each difference is: its event kind, severity and label.
+4. ``FIELD_RULES`` (``trialwatch.monitor.change_rules``) says *what* each difference is:
+   its event kind, severity and label.
    Removed + added list items that are near-identical are paired into one "reworded" or
    "changed" event (outcome switching, a criterion edited) instead of two.
 """
@@ -22,92 +23,21 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from trialwatch.monitor.change_rules import (
+    ENUM_FIELDS,
+    ENUM_KEYS,
+    FIELD_RULES,
+    WHOLE_LIST_FIELDS,
+    FieldRule,
+)
 from trialwatch.monitor.events import ChangeEvent, humanize, quote, shorten, sort_key
 from trialwatch.monitor.record import LIST_IDENTITY, TrialRecord, canonical_dumps, identity_key
+from trialwatch.monitor.results_changes import RESULTS_CONTENT, content_changes, unposted_changes
 from trialwatch.monitor.sites import SITES, TIE_BREAKERS, same_place, tie_breaker
 
-
-@dataclass(frozen=True)
-class FieldRule:
-    kind: str | None  # None: bookkeeping, never an event
-    severity: str
-    label: str  # "Recruitment status"; for list fields the singular item name
-
-
-FIELD_RULES: dict[tuple[str, str], FieldRule] = {
-    ("identification", "brief_title"): FieldRule("description", "low", "Title"),
-    ("identification", "official_title"): FieldRule("description", "low", "Official title"),
-    ("identification", "acronym"): FieldRule("identifiers", "low", "Acronym"),
-    ("identification", "organization"): FieldRule("sponsor", "low", "Organization"),
-    ("identification", "org_study_id"): FieldRule("identifiers", "low", "Org study ID"),
-    ("identification", "secondary_ids"): FieldRule("identifiers", "low", "Secondary ID"),
-    ("status", "overall_status"): FieldRule("status", "high", "Recruitment status"),
-    ("status", "why_stopped"): FieldRule("status", "medium", "Why stopped"),
-    ("status", "last_known_status"): FieldRule("status", "low", "Last known status"),
-    ("status", "status_verified_date"): FieldRule(None, "low", "Status verified"),
-    ("dates", "start"): FieldRule("dates", "medium", "Start date"),
-    ("dates", "primary_completion"): FieldRule("dates", "medium", "Primary completion date"),
-    ("dates", "completion"): FieldRule("dates", "medium", "Completion date"),
-    ("dates", "first_posted"): FieldRule("dates", "low", "First posted"),
-    ("dates", "results_first_posted"): FieldRule("results", "high", "Results first posted"),
-    ("dates", "last_update_posted"): FieldRule(None, "low", "Last update posted"),
-    ("dates", "last_update_submitted"): FieldRule(None, "low", "Last update submitted"),
-    ("sponsor", "lead_sponsor"): FieldRule("sponsor", "medium", "Lead sponsor"),
-    ("sponsor", "lead_sponsor_class"): FieldRule("sponsor", "low", "Lead sponsor class"),
-    ("sponsor", "collaborators"): FieldRule("sponsor", "low", "Collaborator"),
-    ("sponsor", "responsible_party"): FieldRule("sponsor", "low", "Responsible party"),
-    ("description", "brief_summary"): FieldRule("description", "low", "Brief summary"),
-    ("description", "detailed_description"): FieldRule(
-        "description", "low", "Detailed description"),
-    ("conditions", "conditions"): FieldRule("other", "low", "Condition"),
-    ("conditions", "keywords"): FieldRule("other", "low", "Keyword"),
-    ("design", "study_type"): FieldRule("design", "medium", "Study type"),
-    ("design", "phases"): FieldRule("phase", "medium", "Phase"),
-    ("design", "allocation"): FieldRule("design", "low", "Allocation"),
-    ("design", "intervention_model"): FieldRule("design", "low", "Intervention model"),
-    ("design", "primary_purpose"): FieldRule("design", "low", "Primary purpose"),
-    ("design", "masking"): FieldRule("design", "low", "Masking"),
-    ("design", "observational_model"): FieldRule("design", "low", "Observational model"),
-    ("design", "time_perspective"): FieldRule("design", "low", "Time perspective"),
-    ("design", "enrollment"): FieldRule("enrollment", "medium", "Enrollment"),
-    ("arms", "arm_groups"): FieldRule("arms", "medium", "Arm"),
-    ("arms", "interventions"): FieldRule("arms", "medium", "Intervention"),
-    ("outcomes", "primary"): FieldRule("outcomes", "high", "Primary outcome"),
-    ("outcomes", "secondary"): FieldRule("outcomes", "medium", "Secondary outcome"),
-    ("outcomes", "other"): FieldRule("outcomes", "low", "Other outcome"),
-    ("eligibility", "inclusion"): FieldRule("eligibility", "medium", "Inclusion criterion"),
-    ("eligibility", "exclusion"): FieldRule("eligibility", "medium", "Exclusion criterion"),
-    ("eligibility", "other_criteria"): FieldRule("eligibility", "medium", "Eligibility text"),
-    ("eligibility", "sex"): FieldRule("eligibility", "medium", "Eligible sex"),
-    ("eligibility", "minimum_age"): FieldRule("eligibility", "medium", "Minimum age"),
-    ("eligibility", "maximum_age"): FieldRule("eligibility", "medium", "Maximum age"),
-    ("eligibility", "healthy_volunteers"): FieldRule(
-        "eligibility", "medium", "Accepts healthy volunteers"),
-    ("eligibility", "std_ages"): FieldRule("eligibility", "low", "Age group"),
-    ("contacts", "central_contacts"): FieldRule("contacts", "low", "Central contact"),
-    ("contacts", "overall_officials"): FieldRule("contacts", "low", "Overall official"),
-    ("locations", "sites"): FieldRule("locations", "low", "Site"),
-    ("references", "references"): FieldRule("other", "low", "Reference"),
-    ("results", "has_results"): FieldRule("results", "high", "Results posted"),
-    ("results", "modules"): FieldRule("results", "medium", "Results sections"),
-}
-
-# Fields holding the registry's enumerations, put into words ("Not yet recruiting"); every
-# other value is the registry's free text, quoted as written ("FDA", "GLIOMAX-101").
-ENUM_FIELDS = {
-    ("status", "overall_status"), ("status", "last_known_status"),
-    ("design", "study_type"), ("design", "phases"), ("design", "allocation"),
-    ("design", "intervention_model"), ("design", "primary_purpose"), ("design", "masking"),
-    ("design", "observational_model"), ("design", "time_perspective"),
-    ("sponsor", "lead_sponsor_class"), ("eligibility", "sex"), ("eligibility", "std_ages"),
-}
-# Keys inside list items and tables (a site's status, a contact's role) that hold enumerations.
-ENUM_KEYS = frozenset({"status", "type", "role", "class", "kind"})
-# Unordered lists of plain values reported as one event (the whole list) rather than per item.
-WHOLE_LIST_FIELDS = {("design", "phases"), ("results", "modules"), ("eligibility", "std_ages")}
 # Near-identical removed+added items closer than this are one "reworded/changed" event.
 PAIRING_RATIO = 0.6
 # Pairing compares every removed item with every added one; past this many pairs, don't.
@@ -142,7 +72,8 @@ def _fold_results_first_posted(events: list[ChangeEvent]) -> list[ChangeEvent]:
                  if e.field == "dates.results_first_posted" and e.old is None), None)
     summary = f"Results first posted: {quote(date.new)}" if date else posted.summary
     return [replace(e, summary=summary) if e is posted else e for e in events
-            if e is not date and not (e.field == "results.modules" and not e.old)]
+            if e is not date and not (e.field.startswith("results.") and e is not posted
+                                      and not e.old)]
 
 
 def project(section: str, old: Mapping[str, Any], new: Mapping[str, Any]
@@ -276,7 +207,11 @@ def _diff_section(nct_id: str, section: str, old: Mapping[str, Any],
         if rule.kind is None:
             continue
         a, b = old_p[key], new_p[key]
-        if isinstance(a, dict) and (section, key) in LIST_IDENTITY:
+        if section == "results" and key == "unposted_events":
+            events.extend(unposted_changes(nct_id, a or [], b or []))
+        elif section == "results" and key in RESULTS_CONTENT:
+            events.extend(content_changes(nct_id, key, a, b))
+        elif isinstance(a, dict) and (section, key) in LIST_IDENTITY:
             events.extend(_keyed_list_events(nct_id, section, key, rule, a, b))
         elif (isinstance(a, list) and isinstance(b, list)
               and (section, key) not in WHOLE_LIST_FIELDS):

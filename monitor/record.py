@@ -40,7 +40,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "brief_title", "official_title", "acronym", "organization",
         "org_study_id", "secondary_ids",
     ),
-    "status": ("overall_status", "why_stopped", "last_known_status", "status_verified_date"),
+    "status": ("overall_status", "why_stopped", "last_known_status", "status_verified_date",
+               "expanded_access"),
     "dates": (
         "start", "primary_completion", "completion", "first_posted",
         "results_first_posted", "last_update_posted", "last_update_submitted",
@@ -61,7 +62,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "contacts": ("central_contacts", "overall_officials"),
     "locations": ("sites",),
     "references": ("references",),
-    "results": ("has_results", "modules"),
+    "results": ("has_results", "modules", "unposted_events", "participant_flow", "baseline",
+                "outcome_measures", "adverse_events"),
+    "sharing": ("ipd_sharing", "ipd_description", "ipd_info_types", "ipd_time_frame",
+                "ipd_access_criteria", "ipd_url"),
 }
 
 # (section, field) -> how items of a list of dicts are identified across versions.

@@ -22,6 +22,7 @@ import orjson
 
 from trialwatch.monitor.record import ParseError, TrialRecord, is_valid_nct_id
 from trialwatch.monitor.sources.criteria import normalize_text, split_criteria, unescape_markdown
+from trialwatch.monitor.sources.ctgov.results import results_content, unposted_events
 
 __all__ = ["is_full_document", "iter_page_studies", "parse_study"]
 
@@ -227,6 +228,7 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
         "locations": {},
         "references": {},
         "results": _results(em, doc),
+        "sharing": _sharing(em, *module("ipdSharingStatementModule")),
     }
     status, path = module("statusModule")
     _status_and_dates(em, status, path, sections["status"], sections["dates"])
@@ -372,6 +374,15 @@ def _status_and_dates(
     em.put(out, "why_stopped", _text(status, "whyStopped", path))
     em.put(out, "last_known_status", _str(status, "lastKnownStatus", path))
     em.put(out, "status_verified_date", _str(status, "statusVerifiedDate", path))
+    # Known only where the document says it: real records drop expandedAccessInfo now and
+    # then without any change to the trial, and that must not read as "no longer available".
+    access = _obj(status, "expandedAccessInfo", path)
+    if access is not None and access.get("hasExpandedAccess") is not None:
+        has_access = access["hasExpandedAccess"]
+        if not isinstance(has_access, bool):
+            raise ParseError(f"{path}.expandedAccessInfo.hasExpandedAccess: expected a boolean, "
+                             f"got {_kind(has_access)}")
+        out["expanded_access"] = has_access
     for out_key, src_key in (
         ("start", "startDateStruct"),
         ("primary_completion", "primaryCompletionDateStruct"),
@@ -510,6 +521,23 @@ def _results(em: _Emitter, doc: Mapping[str, Any]) -> dict[str, Any]:
         section = _obj(doc, "resultsSection", "document")
         modules = sorted(section) if section is not None else []
     em.put(out, "modules", modules, [])
+    if "resultsSection" in doc or em.full:
+        section = _obj(doc, "resultsSection", "document")
+        out.update(results_content(section))
+    if "annotationSection" in doc or em.full:
+        out["unposted_events"] = unposted_events(_obj(doc, "annotationSection", "document"))
+    return out
+
+
+def _sharing(em: _Emitter, mod: Mapping[str, Any] | None, path: str) -> dict[str, Any]:
+    """The individual participant data (IPD) sharing statement."""
+    out: dict[str, Any] = {}
+    em.put(out, "ipd_sharing", _str(mod, "ipdSharing", path))
+    em.put(out, "ipd_description", _text(mod, "description", path))
+    em.put(out, "ipd_info_types", _sorted(_str_list(mod, "infoTypes", path)), [])
+    em.put(out, "ipd_time_frame", _text(mod, "timeFrame", path))
+    em.put(out, "ipd_access_criteria", _text(mod, "accessCriteria", path))
+    em.put(out, "ipd_url", _str(mod, "url", path))
     return out
 
 
