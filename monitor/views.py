@@ -414,3 +414,18 @@ def changes_feed(session: Session, *, nct_id: str | None = None, query: str | No
         return f"{base}/trials/{group.nct_id}{span}#diff"
 
     return render_feed(info, groups, entry_link=dashboard_link if base else None)
+
+
+def stored_version(session: Session, nct_id: str, version: int | None = None
+                   ) -> dict[str, Any]:
+    """``show --json`` of one stored version (default: the latest): the record as stored."""
+    trial = repo.trial(session, nct_id)
+    if trial is None or not trial.latest_version:
+        raise NotFound(f"{nct_id}: no stored versions (watch or ingest it first)")
+    number = version or trial.latest_version
+    row = repo.version(session, trial, number)
+    if row is None:
+        raise NotFound(f"{nct_id}: no version {number} (latest is {trial.latest_version})")
+    record = TrialRecord.from_canonical(row.canonical)
+    return {"nct_id": nct_id, "version": number, "source": row.source,
+            "record": {k: dict(v) for k, v in record.sections.items()}}

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "trialwatch.monitor.cli.service:run",
     "diff": "trialwatch.monitor.cli.records:diff",
     "history": "trialwatch.monitor.cli.records:history",
+    "show": "trialwatch.monitor.cli.show:show",
     "notify": "trialwatch.monitor.cli.alerts:notify",
     "outbox": "trialwatch.monitor.cli.alerts:outbox",
     "status": "trialwatch.monitor.cli.service:status",
