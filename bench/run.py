@@ -9,7 +9,7 @@
 What runs where (three kinds of process, so each one's CPU and memory are its own):
 
 * the registry: ``bench.synthetic`` serves N synthetic studies made from the real documents
-  in ``tests/fixtures/ctgov`` (``tests/registry_server.FakeRegistry``, a real HTTP server);
+  in ``../shared/ctgov`` (``tests/registry_server.FakeRegistry``, a real HTTP server);
 * trialwatch: ``bench.cycle_worker`` runs ``trialwatch.monitor.cycle.run.run_cycle`` (the code
   ``check``
   and the daemon run) with ``RegistryClient(requests_per_second=0)``, one process per cycle;
@@ -54,7 +54,7 @@ TARGET_FLOOR_RATIO = 3.0
 TARGET_RSS_MB = 250
 TARGET_DIFF_S = 1.0
 TARGET_HELP_S = 0.3
-BIG_FIXTURE = ROOT / "tests" / "fixtures" / "ctgov" / "NCT04267848.json"
+BIG_FIXTURE = ROOT.parent / "shared" / "ctgov" / "NCT04267848.json"  # real data stays there
 
 
 def _env() -> dict[str, str]:

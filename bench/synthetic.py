@@ -1,4 +1,4 @@
-"""A synthetic registry of N studies, generated lazily from the real documents in tests/fixtures.
+"""A synthetic registry of N studies, generated lazily from the real documents in ../shared/ctgov.
 
 ``SyntheticRegistry`` is ``tests/registry_server.FakeRegistry`` (the same real local HTTP
 server the test suite uses) with its ``studies`` dict replaced by a lazy mapping: study ``i``

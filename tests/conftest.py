@@ -3,6 +3,7 @@ a webhook receiver."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +20,22 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 pytest_plugins = ["pg"]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI the real registry data in ../shared must be there: tests that read it would
+    otherwise be skipped (or, parametrized over its files, collected empty) unnoticed."""
+    from shared_data import SHARED
+
+    if os.environ.get("CI") and not (SHARED / "ctgov").is_dir():
+        raise pytest.UsageError(f"CI is set but the real registry data is missing: {SHARED}")
+
+
 @pytest.fixture(scope="session")
 def ctgov_dir() -> Path:
-    """Real ClinicalTrials.gov API v2 documents, vendored from ``../shared/ctgov``.
+    """Real ClinicalTrials.gov API v2 documents in ``../shared/ctgov`` (its ``SOURCES.md``
+    says where each came from); skipped without it, failed under CI."""
+    from shared_data import shared_path
 
-    They live in the repository so a clean clone (CI) tests without the shared folder;
-    ``tests/fixtures/ctgov/SOURCES.md`` says where each file came from.
-    """
-    path = REPO_DIR / "tests" / "fixtures" / "ctgov"
-    assert path.is_dir(), f"ctgov samples missing: {path}"
-    return path
+    return shared_path("ctgov")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Modified copies of real registry documents, for tests that change one thing at a time.
 
-Every document starts as a real ClinicalTrials.gov API v2 file from ``tests/fixtures/ctgov``
-(or the shipped seed text page) and a test edits exactly what it is about, so the expected
+Every document starts as a real ClinicalTrials.gov API v2 file from ``../shared/ctgov``
+(a test that needs one is skipped without it), or as the project's own constructed API v2
+version of the seed (``SEED_JSON``, ``tests/fixtures/ctgov/constructed``) or the shipped seed
+text page, and a test edits exactly what it is about, so the expected
 change events follow from the edit. ``study(name)`` returns a fresh deep copy each call;
 the helpers below edit it in place and return it, so they chain:
 
@@ -17,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from shared_data import ctgov_file
 
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.monitor.sources.ctgov.parser import parse_study
 
 TESTS_DIR = Path(__file__).resolve().parent
-FIXTURES = TESTS_DIR / "fixtures" / "ctgov"
 SEED_PAGE = TESTS_DIR.parent / "seeds" / "NCT07328581.txt"
 SEED_JSON = "constructed/NCT07328581"  # the API v2 JSON of the seed page's version
 BIG = "NCT04267848"  # 369 KB, 1,148 sites
@@ -33,15 +35,16 @@ Study = dict[str, Any]
 
 @cache
 def _raw(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
+    return fixture_path(name).read_bytes()
 
 
 def fixture_path(name: str) -> Path:
-    return FIXTURES / f"{name}.json"
+    """``../shared/ctgov/<name>.json`` (``constructed/...``: the project's own copy)."""
+    return ctgov_file(f"{name}.json")
 
 
 def study(name: str) -> Study:
-    """A fresh, editable copy of the fixture ``tests/fixtures/ctgov/<name>.json``."""
+    """A fresh, editable copy of the document ``<name>`` (see ``fixture_path``)."""
     return copy.deepcopy(_parsed(name))
 
 

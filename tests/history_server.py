@@ -8,7 +8,7 @@
         client = HistoryClient(fake.history_url, requests_per_second=0)
 
 ``abexinostat_history()`` builds seven registry versions of NCT03934567 from the real API v2
-document in ``tests/fixtures/ctgov``: the trial opens (status, start date), enrollment grows,
+document in ``../shared/ctgov``: the trial opens (status, start date), enrollment grows,
 the primary outcome is reworded, an eligibility criterion is added, recruitment closes with
 the actual enrollment, and the completion dates move. Versions 2 and 6 (the latest) are
 served HTML-rendered, as the website does, and no version carries ``derivedSection`` or

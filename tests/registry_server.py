@@ -30,12 +30,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ctgov"
 KNOWN_PARAMS = frozenset(
     {
         "format",
@@ -379,8 +377,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def load_fixture(name: str) -> dict[str, Any]:
-    """A real API v2 document from ``tests/fixtures/ctgov`` (e.g. ``"NCT03934567.json"``)."""
-    result: dict[str, Any] = orjson.loads((FIXTURES / name).read_bytes())
+    """A real API v2 document from ``../shared/ctgov`` (e.g. ``"NCT03934567.json"``)."""
+    from shared_data import ctgov_file
+
+    result: dict[str, Any] = orjson.loads(ctgov_file(name).read_bytes())
     return result
 
 

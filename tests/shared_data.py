@@ -18,6 +18,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+CTGOV = SHARED / "ctgov"
+# The project's own constructed documents (no ../shared needed): tests/fixtures/ctgov/constructed
+CONSTRUCTED = REPO / "tests" / "fixtures" / "ctgov" / "constructed"
 REAL = ("ctgov", "real")
 CORPUS = (*REAL, "corpus", "ctwatch-latest-1181.tar.gz")
 
@@ -31,6 +34,14 @@ def shared_path(*parts: str) -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def ctgov_file(name: str) -> Path:
+    """A document of ``../shared/ctgov`` by name (``"NCT04267848.json"``); a
+    ``"constructed/..."`` name is the project's own copy, always there."""
+    if name.startswith("constructed/"):
+        return CONSTRUCTED / name.removeprefix("constructed/")
+    return shared_path("ctgov", name)
 
 
 def real_documents() -> Iterator[tuple[str, Any]]:

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_data import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _real_documents() -> None:
+    """The benchmarks build their registry from the real documents in ../shared/ctgov."""
+    shared_path("ctgov")
 
 
 def run_bench(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import orjson
 import pytest
+from shared_data import CONSTRUCTED, CTGOV
 
 from trialwatch.monitor.record import ParseError
 from trialwatch.monitor.sources import files
 from trialwatch.monitor.sources.files import ParsedDocument, iter_record_paths, read_record_file
 
-CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
+CTGOV_DIR = CTGOV  # = the ctgov_dir fixture (../shared/ctgov)
 JSON_FILES = sorted(CTGOV_DIR.glob("*.json"))
 
 
@@ -217,9 +219,15 @@ def test_each_file_is_yielded_once(tmp_path: Path) -> None:
     assert list(iter_record_paths([tmp_path, path, tmp_path])) == [path]
 
 
-def test_sample_ctgov_folder_reads_completely(ctgov_dir: Path) -> None:
-    paths = list(iter_record_paths([ctgov_dir]))
-    assert ctgov_dir / "constructed" / "NCT07328581.json" in paths
+def test_sample_ctgov_folder_reads_completely(ctgov_dir: Path, tmp_path: Path) -> None:
+    # the shared folder's own documents and SOURCES.md, the project's constructed one nested
+    folder = tmp_path / "ctgov"
+    (folder / "constructed").mkdir(parents=True)
+    for path in [*JSON_FILES, ctgov_dir / "SOURCES.md"]:
+        shutil.copy(path, folder / path.name)
+    shutil.copy(CONSTRUCTED / "NCT07328581.json", folder / "constructed")
+    paths = list(iter_record_paths([folder]))
+    assert folder / "constructed" / "NCT07328581.json" in paths
     assert not any(p.suffix == ".md" for p in paths)
     records = [d.record for p in paths for d in read_record_file(p)]
     study_files = [p for p in JSON_FILES if p.name.startswith("NCT")]

@@ -1,4 +1,4 @@
-"""The API v2 JSON parser on real ClinicalTrials.gov documents (tests/fixtures/ctgov)."""
+"""The API v2 JSON parser on real ClinicalTrials.gov documents (../shared/ctgov)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from shared_data import CONSTRUCTED, CTGOV
 
 from trialwatch.monitor.record import SECTIONS, ParseError, TrialRecord
 from trialwatch.monitor.sources.criteria import split_criteria
@@ -18,7 +19,7 @@ from trialwatch.monitor.sources.ctgov.parser import (
     parse_study,
 )
 
-CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
+CTGOV_DIR = CTGOV  # = the ctgov_dir fixture (../shared/ctgov)
 STUDY_FILES = sorted(CTGOV_DIR.glob("NCT*.json"))
 FULL_FILES = [p for p in STUDY_FILES if is_full_document(orjson.loads(p.read_bytes()))]
 
@@ -151,7 +152,7 @@ def test_central_contacts_keep_phone_and_email(ctgov_dir: Path) -> None:
 
 
 def test_contact_without_email_has_email_none_in_full_document(ctgov_dir: Path) -> None:
-    record = parse_file(ctgov_dir / "constructed", "NCT07328581.json")
+    record = parse_file(CONSTRUCTED, "NCT07328581.json")
     assert record.get("contacts", "central_contacts") == [
         {"name": "Kevin Pinz, MS", "role": "CONTACT", "phone": "6315386218", "email": None}]
 

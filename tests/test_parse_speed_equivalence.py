@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from shared_data import ctgov_file
 
 from trialwatch.monitor.record import (
     LIST_IDENTITY,
@@ -33,7 +33,6 @@ from trialwatch.monitor.sources.ctgov.parser import (
     parse_study,
 )
 
-CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"
 # sha256 over the canonical JSON of split_criteria of every fixture study's criteria text.
 CRITERIA_DIGEST = "a73aa0f01a77086b27a16700aa7ba9413edc94f4c92869356263ae8a7316251d"
 
@@ -70,10 +69,10 @@ KNOWN_HASHES = [
 def load_study(name: str) -> dict[str, Any]:
     if "#" in name:
         page, index = name.split("#")
-        studies = list(iter_page_studies(orjson.loads((CTGOV_DIR / page).read_bytes())))
+        studies = list(iter_page_studies(orjson.loads(ctgov_file(page).read_bytes())))
         study: dict[str, Any] = dict(studies[int(index)])
         return study
-    doc: dict[str, Any] = orjson.loads((CTGOV_DIR / name).read_bytes())
+    doc: dict[str, Any] = orjson.loads(ctgov_file(name).read_bytes())
     return doc
 
 

@@ -9,12 +9,13 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_data import CONSTRUCTED, CTGOV
 
 from trialwatch.monitor.record import ParseError, TrialRecord
 from trialwatch.monitor.sources.ctgov.parser import parse_study
 from trialwatch.monitor.sources.text_page import parse_text_page, split_conditions
 
-CTGOV_DIR = Path(__file__).resolve().parent / "fixtures" / "ctgov"  # = the ctgov_dir fixture
+CTGOV_DIR = CTGOV  # = the ctgov_dir fixture (../shared/ctgov)
 STUDY_FILES = sorted(CTGOV_DIR.glob("NCT*.json"))
 
 
@@ -30,7 +31,7 @@ def seed(seed_text: str) -> TrialRecord:
 
 @pytest.fixture(scope="module")
 def constructed(ctgov_dir: Path) -> TrialRecord:
-    return parse_study(orjson.loads((ctgov_dir / "constructed" / "NCT07328581.json").read_bytes()))
+    return parse_study(orjson.loads((CONSTRUCTED / "NCT07328581.json").read_bytes()))
 
 
 def differences(small: Any, big: Any, path: str = "") -> list[str]:

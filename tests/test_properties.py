@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis): parsers never crash or hang, the diff is consistent.
 
-Parsing: random mutations of the real API v2 documents in ``tests/fixtures/ctgov`` and of the
+Parsing: random mutations of the real API v2 documents in ``../shared/ctgov`` and of the
 seed text page (truncation, deleted keys, wrong types, huge strings, invalid UTF-8 and lone
 surrogates, deep nesting, shuffled / duplicated / injected lines) go through
 ``parse_record_bytes`` and give either records that can be stored (canonical JSON, hash) or a
@@ -33,6 +33,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from shared_data import CTGOV, ctgov_file
 
 from trialwatch.monitor.diff import _deepdiff_change_parts, diff_records, item_change_parts
 from trialwatch.monitor.events import ChangeEvent
@@ -41,7 +42,7 @@ from trialwatch.monitor.sources.ctgov.parser import parse_study
 from trialwatch.monitor.sources.files import MAX_FILE_BYTES, parse_record_bytes, read_record_file
 from trialwatch.monitor.sources.text_page import parse_text_page
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ctgov"
+FIXTURES = CTGOV  # ../shared/ctgov; "constructed/..." is the project's own
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "NCT07328581.txt"
 JSON_FIXTURES = [*sorted(p.name for p in FIXTURES.glob("*.json")), "constructed/NCT07328581.json"]
 STUDY_FIXTURES = [n for n in JSON_FIXTURES if not n.startswith("page_")]
@@ -61,7 +62,7 @@ DIFF_FIXTURES = [n for n in STUDY_FIXTURES
 
 @cache
 def _fixture_bytes(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return ctgov_file(name).read_bytes()
 
 
 def fixture(name: str) -> Any:
@@ -354,7 +355,7 @@ def test_an_absurd_enrollment_on_a_page_is_not_a_crash(value: str) -> None:
 
 def test_every_real_fixture_still_parses(ctgov_dir: Path, seed_path: Path) -> None:
     for name in JSON_FIXTURES:
-        assert read_record_file(FIXTURES / name)
+        assert read_record_file(ctgov_file(name))
     assert read_record_file(seed_path)
 
 
