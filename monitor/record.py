@@ -158,9 +158,13 @@ class TrialRecord:
 
     nct_id: str
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Fields of the source document this release does not understand (not part of the
+    # record nor its hash): recording the version logs them, the raw document keeps them.
+    unread: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def build(cls, nct_id: str, sections: Mapping[str, Mapping[str, Any]]) -> TrialRecord:
+    def build(cls, nct_id: str, sections: Mapping[str, Mapping[str, Any]],
+              unread: tuple[str, ...] = ()) -> TrialRecord:
         """Validate the shape, drop empty sections, and sort identity-keyed lists."""
         if not is_valid_nct_id(nct_id):
             raise ParseError(f"invalid NCT ID {nct_id!r} (expected NCT followed by 8 digits)")
@@ -180,7 +184,7 @@ class TrialRecord:
                 if isinstance(value, list):
                     section[key] = _sorted_by_identity(parts, value)
             clean[name] = section
-        record = cls(nct_id=nct_id, sections=clean)
+        record = cls(nct_id=nct_id, sections=clean, unread=unread)
         try:
             record.canonical_json  # noqa: B018 - what cannot be serialized cannot be stored
         except orjson.JSONEncodeError as exc:  # lone surrogates, integers beyond 64 bits
@@ -208,7 +212,7 @@ class TrialRecord:
         # hashes: orjson reads that back several times faster than pickle rebuilds nested
         # dicts, and the hashes are not computed again.
         return (_from_canonical_json,
-                (self.canonical_json, self.content_hash, self.section_hashes))
+                (self.canonical_json, self.content_hash, self.section_hashes, self.unread))
 
     def to_canonical(self) -> dict[str, Any]:
         return {"nct_id": self.nct_id, **{k: dict(v) for k, v in self.sections.items()}}
@@ -321,9 +325,11 @@ def _is_subset(small: Any, big: Any) -> bool:
     return bool(small == big)
 
 
-def _from_canonical_json(data: bytes, content_hash: str,
-                         section_hashes: Mapping[str, str]) -> TrialRecord:
+def _from_canonical_json(data: bytes, content_hash: str, section_hashes: Mapping[str, str],
+                         unread: tuple[str, ...] = ()) -> TrialRecord:
     record = TrialRecord.from_canonical(orjson.loads(data), content_hash=content_hash,
                                         section_hashes=section_hashes)
     record.__dict__["canonical_json"] = data
+    if unread:
+        object.__setattr__(record, "unread", unread)
     return record

@@ -22,7 +22,11 @@ import orjson
 
 from trialwatch.monitor.record import ParseError, TrialRecord, is_valid_nct_id
 from trialwatch.monitor.sources.criteria import normalize_text, split_criteria, unescape_markdown
-from trialwatch.monitor.sources.ctgov.results import results_content, unposted_events
+from trialwatch.monitor.sources.ctgov.results import (
+    not_understood,
+    results_content,
+    unposted_events,
+)
 
 __all__ = ["is_full_document", "iter_page_studies", "parse_study"]
 
@@ -266,7 +270,7 @@ def parse_study(doc: Mapping[str, Any]) -> TrialRecord:
     em.put(sections["references"], "references", em.records(
         refs, "references", path, {"pmid": "pmid", "type": "type", "citation": "citation"}), [])
 
-    return TrialRecord.build(nct_id, sections)
+    return TrialRecord.build(nct_id, sections, unread=not_understood(doc))
 
 
 # Real documents nest about 10 levels deep; the raw document is stored as JSON (orjson writes

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["results_content", "unposted_events"]
+__all__ = ["not_understood", "results_content", "unposted_events"]
 
 RESULTS_FIELDS = ("participant_flow", "baseline", "outcome_measures", "adverse_events")
 
@@ -85,3 +85,33 @@ def unposted_events(annotations: Mapping[str, Any] | None) -> list[dict[str, Any
             date = event.get("date")
             found.append({"type": event["type"], "date": date if isinstance(date, str) else None})
     return found
+
+
+# What this release reads or knowingly passes over; anything else in a document is news.
+KNOWN_SECTIONS = frozenset({"protocolSection", "derivedSection", "hasResults", "resultsSection",
+                            "documentSection", "annotationSection"})
+KNOWN_MODULES = frozenset({
+    "identificationModule", "statusModule", "sponsorCollaboratorsModule", "oversightModule",
+    "descriptionModule", "conditionsModule", "designModule", "armsInterventionsModule",
+    "outcomesModule", "eligibilityModule", "contactsLocationsModule", "referencesModule",
+    "ipdSharingStatementModule"})
+KNOWN_RESULTS = frozenset({"participantFlowModule", "baselineCharacteristicsModule",
+                           "outcomeMeasuresModule", "adverseEventsModule", "moreInfoModule"})
+KNOWN_UNPOSTED = frozenset({"RELEASE", "RESET", "UNRELEASE"})
+
+
+def not_understood(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields of a study document this release does not know (a section, a module, an
+    unposted event type the registry added since): the version is stored all the same,
+    its raw document kept, and a later release can read them."""
+    found = [key for key in doc if key not in KNOWN_SECTIONS]
+    protocol = doc.get("protocolSection")
+    if isinstance(protocol, Mapping):
+        found += [f"protocolSection.{k}" for k in protocol if k not in KNOWN_MODULES]
+    results = doc.get("resultsSection")
+    if isinstance(results, Mapping):
+        found += [f"resultsSection.{k}" for k in results if k not in KNOWN_RESULTS]
+    for event in unposted_events(_module(doc, "annotationSection")):
+        if event["type"] not in KNOWN_UNPOSTED:
+            found.append(f"annotationSection.unpostedEvents.type={event['type']}")
+    return tuple(sorted(set(found)))
