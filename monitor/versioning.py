@@ -74,7 +74,7 @@ def record_observation(session: Session, observation: Observation, *,
     record = observation.record
     if record.unread:  # stored all the same: the raw document keeps what was not read
         log.warning("record.not_understood", nct_id=record.nct_id,
-                       fields=", ".join(record.unread), source=observation.source)
+                    fields=", ".join(record.unread), source=observation.source)
     trial_row = repo.get_or_create_trial(session, record.nct_id, observation.fetched_at)
     latest = repo.latest_version(session, trial_row)
     events: list[ChangeEvent] = []
