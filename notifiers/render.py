@@ -142,7 +142,7 @@ def render_text(alert: Alert) -> str:
         lines.append("Changes:")
         lines += _event_lines(alert.events)
         lines.append("")
-    lines.append(f"View the trial: {alert.url}")
+    lines.append(f"{'ClinicalTrials.gov' if alert.test else 'View the trial'}: {alert.url}")
     if alert.dashboard_url:
         lines.append(f"See the change: {alert.dashboard_url}")
     return clean_text("\n".join(lines) + "\n")

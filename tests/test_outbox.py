@@ -208,7 +208,7 @@ def test_notify_test_links_to_the_registry_home_page_not_a_made_up_trial(tmp_pat
     assert trialwatch(config, "notify", "test").exit_code == 0
     assert hook.requests[0].json()["url"] == "https://clinicaltrials.gov/"
     body = mailbox.messages()[0].get_body(("plain",)).get_content()
-    assert "View the trial: https://clinicaltrials.gov/\n" in body.replace("\r\n", "\n")
+    assert "ClinicalTrials.gov: https://clinicaltrials.gov/\n" in body.replace("\r\n", "\n")
     assert "/study/NCT00000000" not in body
 
 
