@@ -33,7 +33,7 @@ def parse_file(ctgov_dir: Path, name: str) -> TrialRecord:
     return parse_study(load(ctgov_dir, name))
 
 
-def test_every_sample_study_file_is_collected() -> None:
+def test_every_sample_study_file_is_collected(ctgov_dir: Path) -> None:
     assert len(STUDY_FILES) >= 7
     assert len(FULL_FILES) == len(STUDY_FILES) - 1  # NCT02576665.json is fields-restricted
 
