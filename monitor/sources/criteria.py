@@ -36,6 +36,8 @@ _LIST_WORDS_RE = re.compile(
 _GROUP_NAME_RE = re.compile(
     r"^(?:stratum|strata|cohorts?|parts?|arms?|groups?|modules?|phases?|stages?|sub-?stud(?:y|ies)"
     r")\b[\w\s\-,&/]{0,30}:?$", re.IGNORECASE)
+# Every heading has one of these near its start (a list word, or _OTHER_HEADING_RE's markup).
+_HEADING_WORDS = ("criteri", "critie", "inclusion", "exclusion", "eligib", "#", "**")
 _PARENTHESES_RE = re.compile(r"\([^()]*\)")
 _BOTH_RE = re.compile(r"\binclusion\s*(?:and|&|/|or)\s*exclusion\b", re.IGNORECASE)
 # Words that make a line a sentence (a criterion or a lead-in), never a heading.
@@ -121,6 +123,9 @@ def _is_sentence(words: str) -> bool:
 
 def heading_of(line: str) -> Heading | None:
     """The heading a criteria line is, if it is one (see ``split_criteria``)."""
+    start = line[:160].lower()  # most lines hold no word a heading needs: done at C speed
+    if not any(word in start for word in _HEADING_WORDS):
+        return None
     text = _heading_text(line)
     if not text:
         return None
