@@ -59,11 +59,14 @@ def _key(item: Mapping[str, Any]) -> tuple[str, str]:
 def content_changes(nct_id: str, key: str, old: Any, new: Any) -> list[ChangeEvent]:
     """What moved in one part of the posted results."""
     if key == "outcome_measures":
-        return _measure_changes(nct_id, old or [], new or [])
+        return _measure_changes(nct_id, old if isinstance(old, list) else [],
+                                new if isinstance(new, list) else [])
     name = _NAMES[key]
     if old is None or new is None:
         verb = "added" if old is None else "removed"
         return [_event(nct_id, key, old, new, "medium", f"Results {name} {verb}")]
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return [_event(nct_id, key, old, new, "medium", f"Results updated: {name}")]
     moved = [f"{_COUNTS[k]} {_count(old.get(k))} → {_count(new.get(k))}"
              for k in _COUNTS if k in old and k in new and old[k] != new[k]]
     detail = f" ({shorten('; '.join(moved), 80)})" if moved else ""

@@ -449,7 +449,9 @@ def unordered(record: TrialRecord, rng: random.Random) -> TrialRecord:
 
 # Results first posted folds its posting date and its new result sections into one event
 # (DESIGN.md: one event per meaningful change), so those two have no mirror the other way.
-FOLDED = {"dates.results_first_posted", "results.modules"}
+FOLDED = {"dates.results_first_posted", "results.modules", "results.participant_flow",
+          "results.baseline", "results.outcome_measures", "results.adverse_events",
+          "results.unposted_events"}
 
 
 @PROFILE
