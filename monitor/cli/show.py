@@ -31,7 +31,7 @@ _ITEM_NAMES = ("text", "measure", "label", "name", "facility", "id", "citation",
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array on stdout.")
 @pass_app
 def show(app: App, targets: tuple[str, ...], version: int | None, as_json: bool) -> None:
-    """Show a record as trialwatch reads it: a stored trial or record files.
+    """Show a record as trialwatch reads it, stored or from record files.
 
     \b
     trialwatch show NCT07328581              the latest stored version
