@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.diff import diff_records
@@ -21,8 +20,6 @@ from trialwatch.monitor.record import SECTIONS, TrialRecord
 from trialwatch.storage import repository as repo
 from trialwatch.storage.models import Trial, Version
 from trialwatch.storage.raw_codec import compress_raw
-
-log = structlog.get_logger(__name__)
 
 
 class Subscription(Protocol):
@@ -73,8 +70,11 @@ def record_observation(session: Session, observation: Observation, *,
     """Store ``observation`` as a new version when it says something new; diff and alert."""
     record = observation.record
     if record.unread:  # stored all the same: the raw document keeps what was not read
-        log.warning("record.not_understood", nct_id=record.nct_id,
-                    fields=", ".join(record.unread), source=observation.source)
+        import structlog  # here: read-only commands import this module, and load no structlog
+
+        structlog.get_logger(__name__).warning(
+            "record.not_understood", nct_id=record.nct_id, fields=", ".join(record.unread),
+            source=observation.source)
     trial_row = repo.get_or_create_trial(session, record.nct_id, observation.fetched_at)
     latest = repo.latest_version(session, trial_row)
     events: list[ChangeEvent] = []
