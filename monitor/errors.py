@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from trialwatch.monitor.redaction import terminal_line
+
 EXIT_ERROR = 2  # like diff(1): 0 equal / ok, 1 different / partial failure, 2 trouble
 
 
@@ -15,7 +17,7 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it ClassVar
 
     def show(self, file: object = None) -> None:
-        click.echo(f"trialwatch: error: {self.format_message()}", err=True)
+        click.echo(terminal_line(f"trialwatch: error: {self.format_message()}"), err=True)
 
 
 def database_busy(exc: BaseException, database: str | None = None) -> CommandError | None:

@@ -18,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from trialwatch.monitor.redaction import mask_database_message, mask_url_passwords
+
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
@@ -64,7 +66,8 @@ def open_database(url: str) -> Database:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
+        raise DatabaseError(mask_database_message(
+            f"invalid database URL {mask_url_passwords(url)!r}: {exc}", url)) from None
     kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -80,7 +83,8 @@ def open_database(url: str) -> Database:
     try:
         engine = create_engine(url, **kwargs)
     except Exception as exc:  # unknown dialect, missing driver
-        raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
+        raise DatabaseError(mask_database_message(
+            f"cannot use database URL {mask_url_passwords(url)!r}: {exc}", url)) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)

@@ -17,6 +17,7 @@ import click
 from trialwatch.monitor import __version__
 from trialwatch.monitor.cli.help import HelpGroup
 from trialwatch.monitor.errors import CommandError, database_busy, with_help_pointer
+from trialwatch.monitor.redaction import terminal_line
 from trialwatch.monitor.service.context import App
 
 COMMANDS: dict[str, str] = {
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo(f"trialwatch: error: {usage_problem(exc)}", err=True)
         sys.exit(2)
     except click.ClickException as exc:
-        click.echo(f"trialwatch: error: {' '.join(exc.format_message().split())}", err=True)
+        click.echo(terminal_line(f"trialwatch: error: {' '.join(exc.format_message().split())}"),
+                   err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("trialwatch: interrupted", err=True)
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> Any:
         if os.environ.get("TRIALWATCH_DEBUG"):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
-        click.echo(f"trialwatch: internal error: {type(exc).__name__}: {message} "
-                   "(set TRIALWATCH_DEBUG=1 for a traceback)", err=True)
+        click.echo(terminal_line(f"trialwatch: internal error: {type(exc).__name__}: {message} "
+                                 "(set TRIALWATCH_DEBUG=1 for a traceback)"), err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

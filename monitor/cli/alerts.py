@@ -7,7 +7,7 @@ import uuid
 import click
 
 from trialwatch.monitor.cli.help import HelpGroup
-from trialwatch.monitor.cli.output import emit_json
+from trialwatch.monitor.cli.output import emit_json, say
 from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.service.context import App
 
@@ -42,7 +42,7 @@ def notify_test(app: App, channel: str | None) -> None:
             click.echo(f"trialwatch: error: channel {name}: {' '.join(str(exc).split())}",
                        err=True)
         else:
-            click.echo(f"{name}: test alert sent ({alert.id})")
+            say(f"{name}: test alert sent ({alert.id})")
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -82,8 +82,8 @@ def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
     if not rows:
         click.echo("outbox is empty" if not dead else "no dead alerts")
     for r in rows:
-        click.echo(f"{r['id']}  {r['channel']:<12} {r['nct_id']} v{r['version']:<3} "
-                   f"{r['status']:<9} attempts={r['attempts']}  {r['last_error'] or ''}")
+        say(f"{r['id']}  {r['channel']:<12} {r['nct_id']} v{r['version']:<3} "
+            f"{r['status']:<9} attempts={r['attempts']}  {r['last_error'] or ''}")
 
 
 @outbox.command("retry")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from trialwatch.monitor.cli.output import emit_json, progress
+from trialwatch.monitor.cli.output import emit_json, progress, say
 from trialwatch.monitor.errors import CommandError
 from trialwatch.monitor.service.context import App
 
@@ -63,9 +63,9 @@ def backfill(app: App, nct_ids: tuple[str, ...], as_json: bool) -> None:
             state = "done" if r.error is None else (
                 "interrupted: run again to resume" if r.imported else "failed, nothing stored")
             moved = f", stored versions renumbered +{r.renumbered}" if r.renumbered else ""
-            click.echo(f"{r.nct_id}  {r.versions_total} registry versions: {r.imported} "
-                       f"imported, {r.skipped} skipped, {r.events} historical events{moved}  "
-                       f"({state})")
+            say(f"{r.nct_id}  {r.versions_total} registry versions: {r.imported} "
+                f"imported, {r.skipped} skipped, {r.events} historical events{moved}  "
+                f"({state})")
     if failed:
         raise click.exceptions.Exit(1)
 

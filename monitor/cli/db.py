@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from trialwatch.monitor.cli.help import HelpGroup
+from trialwatch.monitor.cli.output import say
 from trialwatch.monitor.errors import CommandError
 from trialwatch.monitor.service.context import App
 
@@ -32,9 +33,9 @@ def upgrade(app: App) -> None:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise CommandError(f"database {database.url}: cannot upgrade: {detail}") from None
     if before == after:
-        click.echo(f"{database.url}: schema already at revision {after}")
+        say(f"{database.url}: schema already at revision {after}")
     else:
-        click.echo(f"{database.url}: schema upgraded from {before or 'empty'} to {after}")
+        say(f"{database.url}: schema upgraded from {before or 'empty'} to {after}")
 
 
 @db.command("migrate-to")
@@ -87,8 +88,8 @@ def migrate_to(app: App, url: str) -> None:
             bar.__exit__(None, None, None)
         target.close()
     counts = report.counts
-    click.echo(f"{source.url} -> {label}: copied {counts['trials']} trials, "
-               f"{counts['versions']} versions, {counts['events']} events, "
-               f"{counts['outbox']} outbox alerts, {counts['queries']} saved queries, "
-               f"{counts['cycles']} cycles ({report.total} rows, schema {report.revision}); "
-               "row counts verified")
+    say(f"{source.url} -> {label}: copied {counts['trials']} trials, "
+        f"{counts['versions']} versions, {counts['events']} events, "
+        f"{counts['outbox']} outbox alerts, {counts['queries']} saved queries, "
+        f"{counts['cycles']} cycles ({report.total} rows, schema {report.revision}); "
+        "row counts verified")

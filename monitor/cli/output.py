@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from trialwatch.monitor.redaction import terminal_line
+
 T = TypeVar("T")
 
 
@@ -40,9 +42,15 @@ def _most_severe_first(event: dict[str, Any]) -> tuple[int, int]:
             KINDS.index(kind) if kind in KINDS else len(KINDS))
 
 
+def say(line: str) -> None:
+    """One line of human output on stdout. Registry text in it cannot drive the terminal
+    or forge a row: line breaks and control characters are replaced (``--json`` is exact)."""
+    click.echo(terminal_line(line))
+
+
 def echo_lines(lines: Iterable[str]) -> None:
     for line in lines:
-        click.echo(line)
+        say(line)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from trialwatch.monitor.cli.output import (
     emit_json,
     progress,
     render_events,
+    say,
     stdout_reserved,
 )
 from trialwatch.monitor.errors import CommandError, UsageProblem
@@ -80,7 +81,7 @@ def ingest(app: App, paths: tuple[Path, ...], as_json: bool, no_notify: bool) ->
     else:
         for outcome in outcomes:
             state = "new version" if outcome.changed else "unchanged"
-            click.echo(f"{outcome.nct_id}  version {outcome.version}  {state}")
+            say(f"{outcome.nct_id}  version {outcome.version}  {state}")
             if outcome.events:
                 echo_lines(render_events([e.to_json() for e in outcome.events]))
     if errors:
@@ -126,7 +127,7 @@ def diff(app: App, first: str, second: str | None, from_version: int | None,
     else:
         span = (f"v{result['from_version']} → v{result['to_version']}"
                 if result["from_version"] is not None else f"{first} → {second}")
-        click.echo(f"{result['nct_id']}  {span}  ({len(result['events'])} changes)")
+        say(f"{result['nct_id']}  {span}  ({len(result['events'])} changes)")
         echo_lines(render_events(result["events"]))
     raise click.exceptions.Exit(1 if result["events"] else 0)
 
@@ -191,10 +192,10 @@ def history(app: App, nct_id: str, kinds: tuple[str, ...], as_json: bool) -> Non
     if as_json:
         emit_json({"nct_id": nct_id, "versions": versions, "events": events})
         return
-    click.echo(f"{nct_id}  {len(versions)} versions, {len(events)} events")
+    say(f"{nct_id}  {len(versions)} versions, {len(events)} events")
     for v in versions:
-        click.echo(f"v{v['version']:<4} {v['fetched_at']}  "
-                   f"posted {v['last_update_posted'] or '?':<10}  {v['source']}")
+        say(f"v{v['version']:<4} {v['fetched_at']}  "
+            f"posted {v['last_update_posted'] or '?':<10}  {v['source']}")
         between = [e for e in events if e["to_version"] == v["version"]]
         if between:
             echo_lines(render_events(between, indent="      "))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from trialwatch.monitor.cli.output import emit_json
+from trialwatch.monitor.cli.output import emit_json, say
 from trialwatch.monitor.service.context import App
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def status(app: App, as_json: bool) -> None:
         emit_json(payload)
         return
     for line in render_status(payload, daemon, database=app.database().url):
-        click.echo(line)
+        say(line)
 
 
 def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:

@@ -10,6 +10,7 @@ import click
 from trialwatch.monitor.cli.output import emit_json
 from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.events import KINDS
+from trialwatch.monitor.redaction import terminal_line
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
@@ -134,6 +135,9 @@ def _echo_queries(queries: list[dict[str, Any]]) -> None:
 
 
 def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells aligned in columns; registry text in a cell cannot drive the terminal
+    or break the row (control characters replaced, ``--json`` keeps them)."""
+    table = [[terminal_line(cell) for cell in row] for row in table]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
             for row in table]

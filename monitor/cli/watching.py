@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from trialwatch.monitor.cli.output import echo_lines, emit_json, render_events, stdout_reserved
+from trialwatch.monitor.cli.output import echo_lines, emit_json, render_events, say, stdout_reserved
 from trialwatch.monitor.errors import CommandError, UsageProblem
 from trialwatch.monitor.service.context import App
 
@@ -60,7 +60,7 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
         known = [i for i in ids if i not in unknown]
         added = add_trials(db, known)
         for nct_id in known:
-            click.echo(f"watching {nct_id}" + ("" if nct_id in added else " (already watched)"))
+            say(f"watching {nct_id}" + ("" if nct_id in added else " (already watched)"))
         for nct_id in unknown:
             click.echo(f"trialwatch: error: {nct_id}: not known to the registry (404)", err=True)
         if with_backfill and known:
@@ -76,7 +76,7 @@ def watch(app: App, nct_ids: tuple[str, ...], term: str | None, condition: str |
         created = add_query(db, query_name, term=term, condition=condition)
         said = ", ".join(f'{label} "{value}"' for label, value
                          in (("term", term), ("condition", condition)) if value)
-        click.echo(f"saved search {query_name}{'' if created else ' updated'}: {said}")
+        say(f"saved search {query_name}{'' if created else ' updated'}: {said}")
 
 
 def _slug(text: str) -> str:
@@ -100,8 +100,8 @@ def unwatch(app: App, nct_ids: tuple[str, ...], query_names: tuple[str, ...]) ->
         raise CommandError(f"query {missing[0]}: no saved search by that name")
     not_watched = remove_trials(db, ids)
     for nct_id in ids:
-        click.echo(f"{nct_id}: " + ("was not watched" if nct_id in not_watched
-                                    else "no longer watched (history kept)"))
+        say(f"{nct_id}: " + ("was not watched" if nct_id in not_watched
+                             else "no longer watched (history kept)"))
     for query_name in query_names:
         click.echo(f"query {query_name}: removed (its trials stay watched)")
 
@@ -140,7 +140,7 @@ def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) ->
         for event in report.events:
             by_trial.setdefault(event.nct_id, []).append(event.to_json())
         for nct_id, events in sorted(by_trial.items()):
-            click.echo(nct_id)
+            say(nct_id)
             echo_lines(render_events(events))
     if report.failures:
         raise click.exceptions.Exit(1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trialwatch.monitor.errors import CommandError, database_busy
+from trialwatch.monitor.redaction import mask_database_message, mask_url_passwords
 
 if TYPE_CHECKING:
     from trialwatch.monitor.config.settings import Config
@@ -102,10 +103,11 @@ class App:
                 if check_schema:
                     ensure_schema(db, create_if_empty=create_if_empty)
             except (DatabaseError, SchemaOutdated) as exc:
-                raise CommandError(f"database {_safe_url(url)}: {exc}") from None
+                raise CommandError(mask_database_message(
+                    f"database {_safe_url(url)}: {exc}", url)) from None
             except Exception as exc:  # driver errors: server down, bad credentials, ...
-                raise database_busy(exc, _safe_url(url)) or CommandError(
-                    f"database {_safe_url(url)}: {_first_line(exc)}") from None
+                raise database_busy(exc, _safe_url(url)) or CommandError(mask_database_message(
+                    f"database {_safe_url(url)}: {_first_line(exc)}", url)) from None
             self._database = db
         return self._database
 
@@ -214,7 +216,7 @@ def _safe_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return "(invalid URL)"
+        return mask_url_passwords(url)
 
 
 def _first_line(exc: BaseException) -> str:
