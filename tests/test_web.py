@@ -389,7 +389,7 @@ def test_serve_runs_uvicorn_with_the_token_from_the_environment(
 
     started: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
-    monkeypatch.setenv("TRIALWATCH_WEB_TOKEN", "from-env")
+    monkeypatch.setenv("TRIALWATCH_WEB_TOKEN", "from-env-0123456789")
     result = CliRunner().invoke(cli, ["--db", db.engine.url.render_as_string(False), "serve",
                                       "--host", "0.0.0.0", "--port", "8123"],
                                 catch_exceptions=False)
@@ -398,4 +398,4 @@ def test_serve_runs_uvicorn_with_the_token_from_the_environment(
     assert started["access_log"] is False
     with TestClient(started["app"]) as guarded:
         assert guarded.get("/").status_code == 401
-        assert guarded.get("/", headers={"Authorization": "Bearer from-env"}).status_code == 200
+        assert guarded.get("/", headers={"Authorization": "Bearer from-env-0123456789"}).status_code == 200

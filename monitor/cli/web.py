@@ -23,6 +23,24 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything, so it needs a token
 
 
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot guard the dashboard, or None: at least 16 characters, not only
+    whitespace, every character printable (it travels in a header, a cookie and a URL)."""
+    if not token.strip():
+        return "the token is only whitespace"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return (f"the token is too short ({len(token)} characters; at least "
+                f"{MIN_TOKEN_LENGTH}, e.g. from `openssl rand -hex 16`)")
+    if not token.isprintable():
+        return "the token holds control characters"
+    if token != token.strip():
+        return "the token starts or ends with whitespace"
+    return None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --token.")
@@ -39,9 +57,11 @@ def serve(app: App, host: str, port: int, token: str | None) -> None:
     \b
     Examples:
       trialwatch serve                               http://127.0.0.1:8080/
-      TRIALWATCH_WEB_TOKEN=s3cret trialwatch serve --host 0.0.0.0
+      TRIALWATCH_WEB_TOKEN=$(openssl rand -hex 16) trialwatch serve --host 0.0.0.0
     """
     token = token or None
+    if token is not None and (problem := token_problem(token)):
+        raise CommandError(f"--token (or TRIALWATCH_WEB_TOKEN): {problem}")
     if not is_loopback(host) and not token:
         raise CommandError(f"--host {host}: serving beyond this machine needs an access "
                            "token (--token or TRIALWATCH_WEB_TOKEN)")

@@ -153,7 +153,12 @@ class _Handler(BaseHTTPRequestHandler):
     metrics: Metrics
     server_version = "trialwatch"
 
-    def do_GET(self) -> None:
+    def do_HEAD(self) -> None:
+        """Like GET, without the body (load balancers and ``curl -I`` probe this way)."""
+        self.do_GET(with_body=False)
+
+    def do_GET(self, with_body: bool = True) -> None:
+        self._with_body = with_body
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._reply(200, self.metrics.render(), CONTENT_TYPE)
@@ -170,7 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if getattr(self, "_with_body", True):
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

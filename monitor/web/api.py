@@ -39,13 +39,25 @@ def nct_id_of(request: Request) -> str:
     return nct_id
 
 
+#: The largest version or page number a request may ask for: PostgreSQL's ``integer``
+#: (SQLite took up to 2**63 - 1, then failed with an OverflowError: a 500).
+MAX_NUMBER = 2**31 - 1
+
+
+def positive_number(name: str, raw: str, what: str) -> int:
+    """``raw`` as 1, 2, ... up to ``MAX_NUMBER``; anything else (``-1``, ``x``, ``²``, 10**30)
+    is a 400 naming the parameter."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_NUMBER:
+        raise HTTPException(400, f"{name}={raw[:40]}: expected a {what} number "
+                                 f"(1, 2, ... up to {MAX_NUMBER})")
+    return int(raw)
+
+
 def version_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise HTTPException(400, f"{name}={raw}: expected a version number (1, 2, ...)")
-    return int(raw)
+    return positive_number(name, raw, "version")
 
 
 def kinds_param(request: Request) -> list[str]:

@@ -5,6 +5,9 @@
 * an optional access token (``Authorization: Bearer TOKEN``, ``?token=TOKEN`` — then kept
   in an HttpOnly, SameSite=Strict cookie so the pages' own links work — or that cookie);
 * read-only: every method but GET and HEAD is refused with 405;
+* no 500 a client can cause: a path or query holding control characters (``%00``, which
+  PostgreSQL cannot store in a string) is a 400; an unexpected error in a route answers a
+  clean 500 page and logs one line (``web.error``), never a traceback per request;
 * security headers on every answer: a Content-Security-Policy without scripts, no
   framing, ``Referrer-Policy: no-referrer`` (so a ``?token=`` never leaks through links).
 
@@ -17,8 +20,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -68,11 +71,11 @@ def create_app(db: Database, *, token: str | None = None,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={
-        HTTPException: _http_error, NotFound: _not_found, BadVersions: _bad_request,
-        Exception: _server_error})
+        HTTPException: _http_error, NotFound: _not_found, BadVersions: _bad_request})
     app.state.db = db
     app.state.status_options = {"next_cycle": next_cycle, "channels": tuple(channels)}
     app.state.templates = Jinja2Templates(env=template_environment())
+    app.add_middleware(OneLineErrors)  # innermost: route errors, after the handlers above
     app.add_middleware(ReadOnly)
     if token:
         app.add_middleware(TokenGate, token=token)
@@ -109,15 +112,56 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return _error(request, 400, str(exc))
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
-    import structlog
-
-    structlog.get_logger("trialwatch.web").error(
-        "web.error", path=request.url.path, error=type(exc).__name__)
-    return _error(request, 500, "internal error (see the server's log)")
-
-
 # --- Guards (plain ASGI middleware) --------------------------------------------------------
+
+class OneLineErrors:
+    """A bad request's text is a 400; an unexpected error is a 500 page and one log line.
+
+    Starlette's own catch-all re-raises after answering, so the server logged an 80-line
+    traceback per request, which anyone could use to flood the log; this one does not."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _has_controls(scope):
+            await _error(Request(scope), 400, "control characters in the address")(
+                scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            import structlog
+
+            structlog.get_logger("trialwatch.web").error(
+                "web.error", path=_printable(scope.get("path", "")),
+                error_type=type(exc).__name__, error=_printable(str(exc))[:300])
+            if not started:
+                response = _error(Request(scope), 500, "internal error (see the server's log)")
+                await response(scope, receive, send)
+
+
+def _has_controls(scope: Scope) -> bool:
+    from urllib.parse import unquote
+
+    texts = (str(scope.get("path", "")), unquote(bytes(scope.get("query_string", b"")).decode(
+        "latin-1")))
+    return any(ord(c) < 32 or ord(c) == 127 for text in texts for c in text)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
 
 class ReadOnly:
     """Only GET and HEAD: this dashboard never changes anything."""
@@ -156,7 +200,12 @@ class SecurityHeaders:
 
 
 class TokenGate:
-    """Every request but static files needs the token; a wrong one is a 401."""
+    """Every request but static files needs the token; a wrong one is a 401.
+
+    Any printable token works in each of its three places: ``?token=`` percent-encoded as
+    UTF-8, ``Authorization: Bearer`` as the raw UTF-8 bytes (headers arrive as Latin-1
+    text, so they are compared as bytes), and the cookie, which holds it percent-encoded
+    (a cookie value cannot hold ``€``, a space or a quote)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -168,10 +217,11 @@ class TokenGate:
             return
         request = Request(scope)
         header = request.headers.get("authorization", "")
-        offered: Sequence[str] = [
-            header[7:].strip() if header[:7].lower() == "bearer " else "",
-            request.query_params.get("token", ""),
-            request.cookies.get(TOKEN_COOKIE, ""),
+        from_cookie = request.cookies.get(TOKEN_COOKIE, "")
+        offered: Sequence[bytes] = [
+            _header_bytes(header[7:].strip()) if header[:7].lower() == "bearer " else b"",
+            request.query_params.get("token", "").encode(),
+            unquote_to_bytes(from_cookie),
         ]
         if not any(self._valid(value) for value in offered):
             response = _unauthorized(scope["path"])
@@ -182,15 +232,12 @@ class TokenGate:
             return
         await self.app(scope, receive, send)
 
-    def _valid(self, value: str) -> bool:
-        return bool(value) and hmac.compare_digest(value.encode(), self.token)
+    def _valid(self, value: bytes) -> bool:
+        return bool(value) and hmac.compare_digest(value, self.token)
 
     def _remember(self, send: Send) -> Send:
-        cookie: SimpleCookie = SimpleCookie()
-        cookie[TOKEN_COOKIE] = self.token.decode()
-        morsel = cookie[TOKEN_COOKIE]
-        morsel["httponly"], morsel["samesite"], morsel["path"] = True, "Strict", "/"
-        value = morsel.OutputString().encode("latin-1")
+        value = (f"{TOKEN_COOKIE}={quote_from_bytes(self.token, safe='')}; HttpOnly; Path=/; "
+                 "SameSite=Strict").encode("ascii")
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -198,6 +245,14 @@ class TokenGate:
             await send(message)
 
         return send_with_cookie
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header as the bytes the client sent (the server decoded them as Latin-1)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()
 
 
 def _unauthorized(path: str) -> Response:

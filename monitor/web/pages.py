@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,7 +15,13 @@ from trialwatch.monitor import views
 from trialwatch.monitor.diff import diff_records
 from trialwatch.monitor.events import KINDS
 from trialwatch.monitor.versioning import iso_utc
-from trialwatch.monitor.web.api import database, kinds_param, nct_id_of, version_param
+from trialwatch.monitor.web.api import (
+    database,
+    kinds_param,
+    nct_id_of,
+    positive_number,
+    version_param,
+)
 from trialwatch.monitor.web.compare import side_by_side
 from trialwatch.monitor.web.templating import render
 from trialwatch.monitor.web.timeline import build_timeline
@@ -118,9 +123,7 @@ def _latest_phases(session: Any, row: Any) -> list[str]:
 def _page_number(raw: str | None) -> int:
     if raw in (None, ""):
         return 1
-    if not raw.isdigit() or int(raw) < 1:
-        raise HTTPException(400, f"page={raw}: expected a page number (1, 2, ...)")
-    return int(raw)
+    return positive_number("page", raw, "page")
 
 
 def _without_page(request: Request) -> str:
