@@ -200,6 +200,7 @@ def test_an_unexpected_error_in_a_route_is_a_500_page_and_one_log_line(
         if "web.error" in open_server.logged():
             break
         time.sleep(0.1)
+    time.sleep(1)  # the server would write a traceback after its own line
     lines = [line for line in open_server.logged().splitlines() if "serving http" not in line]
     assert len(lines) == 1 and "web.error" in lines[0] and "OperationalError" in lines[0]
     assert "Traceback" not in open_server.logged()
