@@ -46,7 +46,7 @@ def mask_values(text: str, secrets: Iterable[str | None]) -> str:
     text = mask_url_passwords(text)
     text = _PASSWORD_FIELD.sub(lambda m: f"{m['head']}{MASK}", text)
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", MASK, text)
+        text = re.sub(rf"(?<![\w-])(?<!\w\.){re.escape(secret)}(?![\w-]|\.\w)", MASK, text)
     return text
 
 

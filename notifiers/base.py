@@ -20,6 +20,8 @@ from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from trialwatch.monitor.redaction import MIN_SECRET_LENGTH
+
 STUDY_URL = "https://clinicaltrials.gov/study/{nct_id}"
 HOME_URL = "https://clinicaltrials.gov/"
 
@@ -190,12 +192,19 @@ Seconds = Annotated[float, BeforeValidator(_parse_seconds), Field(gt=0, le=3600)
 
 
 def secret_from_env(env: Mapping[str, str], key: str, variable: str) -> SecretStr:
-    """Read the secret held by environment variable ``variable`` (named by config ``key``)."""
+    """Read the secret held by environment variable ``variable`` (named by config ``key``).
+
+    A secret shorter than ``MIN_SECRET_LENGTH`` (8) is refused: it would be guessable, and
+    masking it in messages would either mangle them or miss it."""
     value = env.get(variable)
     if value is None:
         raise ConfigurationError(key, f"environment variable {variable} is not set")
     if not value:
         raise ConfigurationError(key, f"environment variable {variable} is empty")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(key, f"environment variable {variable} holds a secret of "
+                                      f"{len(value)} characters; at least {MIN_SECRET_LENGTH} "
+                                      "are needed")
     return SecretStr(value)
 
 

@@ -1,7 +1,10 @@
 """The ``email`` notifier: one multipart (plain text + HTML) message per alert over SMTP.
 
 Security: ``starttls`` (default, port 587), ``tls`` (implicit TLS, port 465) or ``none``
-(port 25). The password comes from the environment variable named by ``password_env``.
+(port 25). The password comes from the environment variable named by ``password_env``;
+it is never sent over a plaintext connection (``security = "none"``) unless the channel
+says ``allow_plaintext_auth = true`` (a relay on a trusted network), which is then logged
+as a warning once, when the channel is built at start.
 Registry text never reaches a header unsanitized (``render.clean_line``), recipients are
 always the configured ``to`` list (envelope), and the HTML part escapes every value.
 """
@@ -22,6 +25,7 @@ from typing import Annotated, ClassVar, Literal
 import structlog
 from pydantic import AfterValidator, Field, SecretStr, StrictInt
 
+from trialwatch.monitor.redaction import mask_values
 from trialwatch.notifiers.base import (
     Alert,
     ConfigurationError,
@@ -71,6 +75,7 @@ class EmailConfig(NotifierConfig):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
     password_env: EnvVarName | None = None
+    allow_plaintext_auth: bool = False
     from_: Mailbox = Field(alias="from")
     to: list[Mailbox] = Field(min_length=1)
     timeout: Seconds = 30.0
@@ -104,6 +109,14 @@ class EmailNotifier:
             self._password = secret_from_env(env, "password_env", config.password_env)
         elif config.username is not None:
             raise ConfigurationError("password_env", "required when username is set")
+        if self._password is not None and config.security == "none":
+            if not config.allow_plaintext_auth:
+                raise ConfigurationError(
+                    "security", '"none" would send the password in clear: use "starttls" or '
+                    '"tls", or set allow_plaintext_auth = true for a relay on a trusted network')
+            structlog.get_logger(__name__).warning(
+                "notifier.email.plaintext_auth", destination=self.destination,
+                message="the SMTP password is sent without encryption (allow_plaintext_auth)")
         self._ssl_context = ssl_context
 
     def __repr__(self) -> str:
@@ -184,7 +197,7 @@ class EmailNotifier:
     def _error(self, reason: str) -> DeliveryError:
         text = f"SMTP {self.destination} ({self.config.security}): {reason}"
         if self._password is not None:
-            text = text.replace(self._password.get_secret_value(), "***")
+            text = mask_values(text, [self._password.get_secret_value()])
         return DeliveryError(text)
 
 

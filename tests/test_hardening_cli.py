@@ -196,3 +196,71 @@ def test_console_log_lines_replace_control_characters_json_lines_keep_them() -> 
             assert json.loads(shown)["reason"] == HOSTILE_TITLE
             assert "\x1b]52;c;" in json.loads(shown)["exception"]
     configure_logging("json", "warning")
+
+
+# ----------------------------------------------------------------- 5. SMTP AUTH in clear
+
+def mail_config(tmp_path: Path, *, host: str = "127.0.0.1", port: int = 25,
+                extra: str = "") -> Path:
+    config = tmp_path / "trialwatch.toml"
+    config.write_text(f'[channels.team-mail]\ntype = "email"\nhost = "{host}"\nport = {port}\n'
+                      'security = "none"\nusername = "alerts@example.org"\n'
+                      'password_env = "TW_SMTP_PASSWORD"\nfrom = "alerts@example.org"\n'
+                      f'to = ["team@example.org"]\ntimeout = 5\n{extra}')
+    config.chmod(0o600)
+    return config
+
+
+def test_smtp_auth_over_plaintext_is_refused_naming_the_security_key(tmp_path: Path) -> None:
+    result = trialwatch("--config", mail_config(tmp_path), "--db", tmp_path / "tw.db",
+                        "notify", "test", cwd=tmp_path, TW_SMTP_PASSWORD=PASSWORD)
+    assert_one_line_error(result)
+    assert "channels.team-mail.security" in result.stderr
+    assert "allow_plaintext_auth" in result.stderr and PASSWORD not in result.stderr
+
+
+def test_allow_plaintext_auth_sends_and_warns_once_at_start(tmp_path: Path) -> None:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+    from receivers import Mailbox, smtp_mailbox
+
+    class Box(Mailbox):
+        def authenticate(self, server: object, session: object, envelope: object,
+                         mechanism: str, auth_data: LoginPassword) -> AuthResult:
+            self.logins.append((auth_data.login, auth_data.password))
+            return AuthResult(success=auth_data.password == PASSWORD.encode())
+
+    box = Box()
+    with smtp_mailbox(box, authenticator=box.authenticate, auth_required=True,
+                      auth_require_tls=False):
+        config = mail_config(tmp_path, port=box.port, extra="allow_plaintext_auth = true\n")
+        result = trialwatch("--config", config, "--db", tmp_path / "tw.db", "--log-format",
+                            "json", "notify", "test", cwd=tmp_path, TW_SMTP_PASSWORD=PASSWORD)
+    assert result.returncode == 0, result.stderr
+    assert len(box.envelopes) == 1 and box.logins == [(b"alerts@example.org", PASSWORD.encode())]
+    warnings = [json.loads(line) for line in result.stderr.splitlines()
+                if "notifier.email.plaintext_auth" in line]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+    assert PASSWORD not in result.stderr
+
+
+# ----------------------------------------------------------------- 8. short secrets
+
+def test_a_secret_shorter_than_8_characters_is_refused_naming_its_env_key(
+        tmp_path: Path) -> None:
+    config = mail_config(tmp_path, host="smtp.example.invalid",
+                         extra="allow_plaintext_auth = true\n")
+    result = trialwatch("--config", config, "--db", tmp_path / "tw.db", "notify", "test",
+                        cwd=tmp_path, TW_SMTP_PASSWORD="e")
+    assert_one_line_error(result)
+    assert "channels.team-mail.password_env" in result.stderr and "at least 8" in result.stderr
+    assert "***" not in result.stderr
+
+
+def test_a_secret_inside_an_unrelated_word_leaves_the_message_intact(tmp_path: Path) -> None:
+    config = mail_config(tmp_path, host="smtp.example.invalid",
+                         extra="allow_plaintext_auth = true\n")
+    result = trialwatch("--config", config, "--db", tmp_path / "tw.db", "notify", "test",
+                        cwd=tmp_path, TW_SMTP_PASSWORD="smtp.exa")
+    assert result.returncode == 1
+    assert "SMTP smtp.example.invalid:25 (none):" in result.stderr
+    assert "***" not in result.stderr

@@ -184,7 +184,8 @@ def test_subject_prefix_is_configurable(smtp_server: Mailbox) -> None:
 
 def test_smtp_auth_uses_password_from_named_env_var(auth_smtp_server: Mailbox) -> None:
     cfg = config(
-        auth_smtp_server.port, username="alerts@example.org", password_env="TW_SMTP_PASSWORD"
+        auth_smtp_server.port, username="alerts@example.org", password_env="TW_SMTP_PASSWORD",
+        allow_plaintext_auth=True,
     )
     notifier = EmailNotifier(cfg, {"TW_SMTP_PASSWORD": PASSWORD})
     notifier.send(make_alert())
@@ -199,7 +200,8 @@ def test_rejected_password_is_a_delivery_error_without_the_password(
     auth_smtp_server: Mailbox,
 ) -> None:
     cfg = config(
-        auth_smtp_server.port, username="alerts@example.org", password_env="TW_SMTP_PASSWORD"
+        auth_smtp_server.port, username="alerts@example.org", password_env="TW_SMTP_PASSWORD",
+        allow_plaintext_auth=True,
     )
     notifier = EmailNotifier(cfg, {"TW_SMTP_PASSWORD": "wrong-password-123"})
     with pytest.raises(DeliveryError) as caught:

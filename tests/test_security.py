@@ -159,6 +159,7 @@ def secret_config(tmp_path: Path, smtp: Mailbox, hook: WebhookReceiver, registry
         host = "127.0.0.1"
         port = {smtp.port}
         security = "none"
+        allow_plaintext_auth = true
         username = "alerts@example.org"
         password_env = "TW_SMTP_PASSWORD"
         from = "trialwatch <alerts@example.org>"
