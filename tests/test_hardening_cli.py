@@ -264,3 +264,34 @@ def test_a_secret_inside_an_unrelated_word_leaves_the_message_intact(tmp_path: P
     assert result.returncode == 1
     assert "SMTP smtp.example.invalid:25 (none):" in result.stderr
     assert "***" not in result.stderr
+
+
+# ----------------------------------------------------------------- 7. symlink loops
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Path:
+    """``ln -s a b; ln -s b a`` in ``tmp_path``, and ``folder/c.json`` pointing into it."""
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "c.json").symlink_to("../a")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argument", ["a", "folder"])
+def test_a_symlink_loop_to_ingest_is_one_line_naming_the_path(loop: Path,
+                                                              argument: str) -> None:
+    result = trialwatch("--db", loop / "tw.db", "ingest", argument, fixture_path(SEED_JSON),
+                        cwd=loop)
+    assert result.returncode == 1  # the good file is stored, the loop reported
+    assert result.stderr.count("\n") == 1 and "internal error" not in result.stderr
+    named = "a" if argument == "a" else "folder/c.json"
+    assert result.stderr.startswith(f"trialwatch: error: {named}: ")
+    assert "symbolic links" in result.stderr
+    assert "NCT07328581  version 1" in result.stdout
+
+
+def test_a_symlink_loop_as_the_database_is_one_line(loop: Path) -> None:
+    result = trialwatch("--db", "a", "status", cwd=loop)
+    assert_one_line_error(result)
+    assert "internal error" not in result.stderr and str(loop / "a") in result.stderr

@@ -70,7 +70,10 @@ def lock_path_for(url: str) -> Path | None:
     database = parsed.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    path = Path(database).expanduser().resolve()
+    try:
+        path = Path(database).expanduser().resolve()
+    except (RuntimeError, OSError):  # a symlink loop: opening the database will say so
+        path = Path(os.path.abspath(Path(database).expanduser()))
     return path.with_name(path.name + LOCK_SUFFIX)
 
 

@@ -135,10 +135,19 @@ def iter_record_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
         path = Path(item)
         candidates = _folder_files(path) if path.is_dir() else [path]
         for candidate in candidates:
-            key = candidate.resolve()
+            key = _identity(candidate)
             if key not in seen:
                 seen.add(key)
                 yield candidate
+
+
+def _identity(path: Path) -> Path:
+    """The file ``path`` names, for "once each"; a symlink loop (``ln -s a b; ln -s b a``)
+    has none, so it stands for itself and ``read_record_file`` reports it in one line."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # RuntimeError: Python < 3.13's "Symlink loop from ..."
+        return Path(os.path.abspath(path))
 
 
 def _folder_files(folder: Path) -> list[Path]:
