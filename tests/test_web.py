@@ -398,4 +398,5 @@ def test_serve_runs_uvicorn_with_the_token_from_the_environment(
     assert started["access_log"] is False
     with TestClient(started["app"]) as guarded:
         assert guarded.get("/").status_code == 401
-        assert guarded.get("/", headers={"Authorization": "Bearer from-env-0123456789"}).status_code == 200
+        bearer = {"Authorization": "Bearer from-env-0123456789"}
+        assert guarded.get("/", headers=bearer).status_code == 200
