@@ -384,7 +384,7 @@ def test_sample_config_is_valid_with_every_setting_enabled() -> None:
     sample = (Path(__file__).parents[1] / "deploy" / "trialwatch.toml").read_text()
     assert parse_config(tomllib.loads(sample), env={}).channels == {}  # all commented out
     enabled = re.sub(r"(?m)^#(?=[\[a-z])", "", sample)
-    env = {"TRIALWATCH_SMTP_PASSWORD": "pw", "TRIALWATCH_WEBHOOK_SECRET": SECRET}
+    env = {"TRIALWATCH_SMTP_PASSWORD": "pw-long-enough", "TRIALWATCH_WEBHOOK_SECRET": SECRET}
     config = parse_config(tomllib.loads(enabled), env=env)
     assert set(config.channels) == {"team-mail", "ops-hook", "terminal"}
     assert config.subscriptions[0].queries == ("lupus-cart",)

@@ -14,6 +14,7 @@ import pty
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,35 @@ def test_a_symlink_loop_as_the_database_is_one_line(loop: Path) -> None:
     result = trialwatch("--db", "a", "status", cwd=loop)
     assert_one_line_error(result)
     assert "internal error" not in result.stderr and str(loop / "a") in result.stderr
+
+
+# ----------------------------------------------------------------- 9. next_cycle on PostgreSQL
+
+def status_json(tmp_path: Path, config: Path, url: str) -> dict[str, object]:
+    result = trialwatch("--config", config, "--db", url, "status", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, object] = json.loads(result.stdout)
+    return parsed
+
+
+def test_status_on_postgresql_reports_next_cycle_only_while_a_daemon_runs(
+        tmp_path: Path, pg_url: str, registry: object) -> None:
+    config = tmp_path / "trialwatch.toml"
+    config.write_text(f'[ctgov]\nbase_url = "{registry.base_url}"\n'  # type: ignore[attr-defined]
+                      'requests_per_second = 0\nmax_retries = 0\n[schedule]\n'
+                      'interval = "1h"\n')
+    once = trialwatch("--config", config, "--db", pg_url, "run", "--once", cwd=tmp_path)
+    assert once.returncode == 0, once.stderr  # a cycle is recorded, then nothing runs
+    assert status_json(tmp_path, config, pg_url)["next_cycle"] is None
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "trialwatch.monitor.cli", "--config", str(config), "--db", pg_url,
+         "run"], cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while status_json(tmp_path, config, pg_url)["next_cycle"] is None:
+            assert time.monotonic() < deadline, "the running daemon is never reported"
+            time.sleep(0.3)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    assert status_json(tmp_path, config, pg_url)["next_cycle"] is None

@@ -29,6 +29,7 @@ from trialwatch.monitor.service.context import App
 if TYPE_CHECKING:
     from trialwatch.monitor.config.settings import Config
     from trialwatch.monitor.service.lock import LockState
+    from trialwatch.storage.engine import Database
 
 pass_app = click.make_pass_decorator(App)
 
@@ -86,17 +87,20 @@ def collect_status(app: App) -> tuple[dict[str, Any], LockState | None]:
     daemon = read_lock_state(lock_path) if lock_path is not None else None
     with app.database().transaction() as session:
         payload = service_status(
-            session, next_cycle=next_cycle_function(config, database_url=app.database_url),
+            session, next_cycle=next_cycle_function(config, database_url=app.database_url,
+                                                    database=app.database()),
             channels=config.channels if config is not None else ())
     return payload, daemon
 
 
-def next_cycle_function(config: Config | None, *, database_url: str | None = None
+def next_cycle_function(config: Config | None, *, database_url: str | None = None,
+                        database: Database | None = None
                         ) -> Callable[[datetime | None], datetime | None]:
     """When the next cycle is due, given the last one's start: on SQLite what the running
     daemon's lock file says (None when no ``trialwatch run`` holds it); on PostgreSQL,
     where workers keep no lock file, the last start plus the schedule (``config``'s, or
-    the default with None)."""
+    the default with None), but only while a ``trialwatch run`` holds its presence lock
+    on ``database`` (``storage.presence``)."""
     from trialwatch.monitor.service.lock import lock_path_for, read_lock_state
 
     assert config is not None or database_url is not None
@@ -108,10 +112,16 @@ def next_cycle_function(config: Config | None, *, database_url: str | None = Non
         return from_lock
     from trialwatch.monitor.config.settings import ScheduleConfig
     from trialwatch.monitor.service.daemon import cycle_trigger, next_fire_function
+    from trialwatch.storage.presence import daemon_present
 
     fire = next_fire_function(cycle_trigger(config.schedule if config is not None
                                             else ScheduleConfig()))
-    return lambda last_started: fire(last_started) if last_started is not None else None
+
+    def from_schedule(last_started: datetime | None) -> datetime | None:
+        if last_started is None or database is None or not daemon_present(database):
+            return None
+        return fire(last_started)
+    return from_schedule
 
 
 def render_status(payload: dict[str, Any], daemon: LockState | None, *, database: str

@@ -70,7 +70,8 @@ def serve(app: App, host: str, port: int, token: str | None) -> None:
     from trialwatch.monitor.cli.service import next_cycle_function
     from trialwatch.monitor.web import create_app
 
-    web = create_app(app.database(), token=token, next_cycle=next_cycle_function(app.config),
+    db = app.database()
+    web = create_app(db, token=token, next_cycle=next_cycle_function(app.config, database=db),
                      channels=app.config.channels)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"trialwatch: serving http://{shown}:{port}/ "

@@ -81,8 +81,13 @@ def run_service(app: App, *, once: bool = False, metrics_port: int | None = None
             raise CommandError(f"{lock_path}: cannot create the lock file: {exc.strerror}"
                                ) from None
     server: MetricsServer | None = None
+    presence = None
     try:
-        app.database(create_if_empty=True)  # refuses an outdated schema: `trialwatch db upgrade`
+        db = app.database(create_if_empty=True)  # refuses an outdated schema: `db upgrade`
+        if not once:  # on PostgreSQL, `status` reports a next cycle only while this runs
+            from trialwatch.storage.presence import announce_daemon
+
+            presence = announce_daemon(db)
         metrics = Metrics(next_fire=next_fire_function(trigger))
         if metrics_port is not None:
             try:
@@ -98,6 +103,8 @@ def run_service(app: App, *, once: bool = False, metrics_port: int | None = None
     finally:
         if server is not None:
             server.stop()
+        if presence is not None:
+            presence.release()
         app.close()
         if lock is not None:
             lock.release()
