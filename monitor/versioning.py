@@ -149,10 +149,7 @@ def record_removal(session: Session, trial_row: Trial, *, now: datetime,
         new=None, severity="high", summary="Record no longer served by the registry",
         from_version=trial_row.latest_version, to_version=trial_row.latest_version,
         detected_at=iso_utc(now))
-    (event_id,) = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
-    enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, event_id)],
-                   subscriptions, now=now)
-    return event
+    return _store_record_event(session, trial_row, event, now, subscriptions)
 
 
 def record_restoration(session: Session, trial_row: Trial, *, now: datetime,
@@ -168,6 +165,12 @@ def record_restoration(session: Session, trial_row: Trial, *, now: datetime,
         summary="Record served by the registry again",
         from_version=trial_row.latest_version, to_version=trial_row.latest_version,
         detected_at=iso_utc(now))
+    return _store_record_event(session, trial_row, event, now, subscriptions)
+
+
+def _store_record_event(session: Session, trial_row: Trial, event: ChangeEvent,
+                        now: datetime, subscriptions: Sequence[Subscription]) -> ChangeEvent:
+    """Store an event about the record as a whole (at its latest version) and queue its alerts."""
     (event_id,) = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
     enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, event_id)],
                    subscriptions, now=now)
