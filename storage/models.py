@@ -170,19 +170,28 @@ class Event(Base):
 
 
 class OutboxEntry(Base):
-    """One alert waiting for (or done with) delivery: a trial version's events for a channel.
+    """One alert waiting for (or done with) delivery to one channel.
 
-    ``id`` is the alert's stable id (the ``webhook-id``); ``event_ids`` are the events the
-    channel's subscription selected when the row was written, in the same transaction.
+    ``id`` is the alert's stable id (the ``webhook-id``). ``kind`` says what it carries
+    (``trialwatch.notifiers.base.ALERT_KINDS``): ``trial`` — a trial version's events, the
+    ``event_ids`` the channel's subscription selected when the row was written, in the same
+    transaction; ``digest`` — the events after a subscription's digest watermark, frozen in
+    ``payload`` with ``event_ids`` and ``subscription_key`` (no ``trial_id``); ``system`` — news
+    about the monitor, in ``payload``. ``done_targets`` lists the destinations of a
+    multi-target channel (Apprise URLs) that already have this alert, so a retry skips them.
     """
 
     __tablename__ = "outbox"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     channel: Mapped[str] = mapped_column(String(128))
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16), default="trial")
+    trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     version: Mapped[int]
     event_ids: Mapped[Any] = mapped_column(JSONDocument)
+    payload: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    done_targets: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    subscription_key: Mapped[str | None] = mapped_column(String(160))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
@@ -277,3 +286,34 @@ class CycleRound(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_cycle_rounds_data_timestamp", "data_timestamp"),)
+
+
+class DigestWatermark(Base):
+    """Where a digest subscription (``Subscription.key``) stands: events with an id above
+    ``last_event_id`` are not yet in a delivered digest. ``pending_alert`` is the outbox row
+    of a digest written but not yet delivered; the watermark moves to ``pending_until`` only
+    when that row is delivered, so a crash or a failed delivery loses and repeats nothing."""
+
+    __tablename__ = "digest_watermarks"
+
+    subscription_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_sent_at: Mapped[datetime]
+    pending_alert: Mapped[str | None] = mapped_column(String(64))
+    pending_until: Mapped[int | None]
+
+
+class MonitorHealth(Base):
+    """The monitor's own health, one row per subject (``checks``, ``channel:<name>``):
+    consecutive ``failures``, ``state`` ``ok``/``failing`` (a ``system`` alert is written when
+    it flips), since when and why."""
+
+    __tablename__ = "monitor_health"
+
+    subject: Mapped[str] = mapped_column(String(160), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="ok")
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    since: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]

@@ -56,6 +56,7 @@ def test_documents_are_stored_as_jsonb(migrated):
                          "WHERE table_schema = 'public' AND data_type = 'jsonb'"))
     assert found == {("versions", "canonical"), ("versions", "section_hashes"),
                      ("events", "old"), ("events", "new"), ("outbox", "event_ids"),
+                     ("outbox", "payload"), ("outbox", "done_targets"),
                      ("cycle_rounds", "stamps")}
 
 
