@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import or_, select, update
 
 from trialwatch.monitor.events import measures
-from trialwatch.notifiers.base import Alert, Notifier, dashboard_link
+from trialwatch.notifiers.base import Alert, DigestTrial, Notifier, dashboard_link
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
 from trialwatch.storage.models import OutboxEntry, Trial
@@ -98,12 +98,35 @@ def _claim(db: Database, channel_names: list[str], policy: DeliveryPolicy,
 
 
 def build_alert(session: Any, row: OutboxEntry, base_url: str | None = None) -> Alert:
+    """The ``Alert`` an outbox row stands for: a trial version's events read back by id, or
+    (``digest``, ``system``) the content frozen in the row's ``payload``."""
+    done = frozenset(row.done_targets or ())
+    if row.kind != "trial":
+        return alert_from_payload(row.id, row.channel, row.kind, row.payload or {}, done)
     trial = session.get(Trial, row.trial_id)
     events = [_event_json(trial.nct_id, e) for e in repo.events_by_id(session, row.event_ids)]
     starts = [e["from_version"] for e in events if e.get("from_version") is not None]
     link = dashboard_link(base_url, trial.nct_id, min(starts) if starts else None, row.version)
     return Alert(id=row.id, channel=row.channel, nct_id=trial.nct_id, title=trial.title,
-                 version=row.version, events=events, dashboard_url=link)
+                 version=row.version, events=events, dashboard_url=link, done_targets=done)
+
+
+def alert_from_payload(alert_id: str, channel: str, kind: str, payload: Mapping[str, Any],
+                       done_targets: frozenset[str] = frozenset()) -> Alert:
+    """A ``digest`` or ``system`` alert from the JSON its outbox row keeps: for a digest
+    ``{"since", "until", "trials": [DigestTrial.payload(), ...]}``, for a system alert the
+    ``Alert.system`` mapping itself."""
+    if kind == "digest":
+        trials = [DigestTrial(nct_id=t["nct_id"], title=t.get("title"), events=t["events"],
+                              dashboard_url=t.get("dashboard_url"))
+                  for t in payload.get("trials", ())]
+        period = (str(payload["since"]), str(payload["until"])) \
+            if payload.get("since") and payload.get("until") else None
+        return Alert(id=alert_id, channel=channel, nct_id="", title=None, version=0,
+                     events=[e for t in trials for e in t.events], kind="digest",
+                     trials=trials, period=period, done_targets=done_targets)
+    return Alert(id=alert_id, channel=channel, nct_id="", title=None, version=0, events=(),
+                 kind="system", system=dict(payload), done_targets=done_targets)
 
 
 def _event_json(nct_id: str, row: Any) -> dict[str, Any]:

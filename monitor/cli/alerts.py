@@ -65,13 +65,14 @@ def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
     from trialwatch.storage.models import OutboxEntry, Trial
 
     db = app.database()
-    stmt = select(OutboxEntry, Trial.nct_id).join(Trial, Trial.id == OutboxEntry.trial_id)
+    stmt = select(OutboxEntry, Trial.nct_id).outerjoin(Trial, Trial.id == OutboxEntry.trial_id)
     if dead:
         stmt = stmt.where(OutboxEntry.status == "dead")
     elif not show_all:
         stmt = stmt.where(OutboxEntry.status == "pending")
     with db.transaction() as session:
-        rows = [{"id": row.id, "channel": row.channel, "nct_id": nct_id, "version": row.version,
+        rows = [{"id": row.id, "channel": row.channel, "kind": row.kind, "nct_id": nct_id,
+                 "version": row.version,
                  "status": row.status, "attempts": row.attempts,
                  "next_attempt_at": iso_utc(row.next_attempt_at),
                  "last_error": row.last_error}
@@ -82,7 +83,8 @@ def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
     if not rows:
         click.echo("outbox is empty" if not dead else "no dead alerts")
     for r in rows:
-        say(f"{r['id']}  {r['channel']:<12} {r['nct_id']} v{r['version']:<3} "
+        what = f"{r['nct_id']} v{r['version']:<3}" if r["nct_id"] else f"{r['kind']:<15}"
+        say(f"{r['id']}  {r['channel']:<12} {what} "
             f"{r['status']:<9} attempts={r['attempts']}  {r['last_error'] or ''}")
 
 
