@@ -62,12 +62,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.diff import diff_records
-from trialwatch.monitor.events import sort_key
+from trialwatch.monitor.events import iso_utc, sort_key
 from trialwatch.monitor.record import ParseError, TrialRecord
 from trialwatch.monitor.sources.ctgov.client import BadRegistryResponse, RegistryError
 from trialwatch.monitor.sources.ctgov.history import HistoricalStudy, HistoryClient, HistoryEntry
 from trialwatch.monitor.sources.ctgov.parser import parse_study
-from trialwatch.monitor.versioning import Observation, iso_utc, record_observation
+from trialwatch.monitor.versioning import Observation, record_observation
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
 from trialwatch.storage.models import Event, Trial, Version
@@ -170,7 +170,7 @@ class _Job:
         self.planned: list[tuple[int, str]] = []  # the stored (version, hash)s a merge saw
         self.start_version = 0
         self.trial_existed = False
-        self.summary: tuple[str | None, str | None] = (None, None)
+        self.summary: tuple[str | None, str | None, str | None] = (None, None, None)
 
     # ------------------------------------------------------------------ plan
 
@@ -183,7 +183,7 @@ class _Job:
             if trial is not None:
                 self.trial_existed = True
                 self.start_version = trial.latest_version
-                self.summary = (trial.title, trial.overall_status)
+                self.summary = (trial.title, trial.overall_status, trial.phases)
             mode, pending = _plan(entries, versions)
             self.planned = [(v.version, v.content_hash) for v in versions]
         self.result.mode = mode
@@ -275,7 +275,7 @@ class _Job:
             session.delete(trial)
         else:
             trial.latest_version = self.start_version
-            trial.title, trial.overall_status = self.summary
+            trial.title, trial.overall_status, trial.phases = self.summary
         return True
 
 

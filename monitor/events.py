@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 KINDS: tuple[str, ...] = (
@@ -22,6 +22,11 @@ SYSTEM_KIND = "system"
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
 _DIGIT_AFTER_LETTER = re.compile(r"([a-z])(\d)")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+def iso_utc(moment: datetime) -> str:
+    """``2026-11-25T12:00:00Z``: how events (``detected_at``) and every JSON time are stamped."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

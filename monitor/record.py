@@ -269,6 +269,11 @@ class TrialRecord:
         return self.get("status", "overall_status")
 
     @property
+    def phases(self) -> list[str]:
+        phases = self.get("design", "phases")
+        return [str(p) for p in phases] if isinstance(phases, list) else []
+
+    @property
     def last_update_posted(self) -> str | None:
         posted = self.get("dates", "last_update_posted")
         return posted.get("date") if isinstance(posted, dict) else posted

@@ -66,12 +66,18 @@ def terminal_line(value: object) -> str:
     """``value`` as one line for a person: line breaks become spaces, every other control
     character (ESC, BEL, NUL, bidi overrides) becomes U+FFFD, so text cannot move the
     cursor, set the clipboard, hide a link or forge a row."""
-    return "".join(_replacement(c, keep="") for c in str(value))
+    text = str(value)
+    if text.isprintable():  # the common case, in C: no control, bidi or line-break character
+        return text
+    return "".join(_replacement(c, keep="") for c in text)
 
 
 def terminal_text(value: object) -> str:
     """Like ``terminal_line`` but keeps newlines and tabs (multi-line text we wrote)."""
-    return "".join(_replacement(c, keep="\n\t") for c in str(value))
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(_replacement(c, keep="\n\t") for c in text)
 
 
 def _replacement(char: str, keep: str) -> str:

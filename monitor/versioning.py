@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.diff import diff_records
-from trialwatch.monitor.events import ChangeEvent, sort_key
+from trialwatch.monitor.events import ChangeEvent, iso_utc, sort_key
 from trialwatch.monitor.record import SECTIONS, TrialRecord
 from trialwatch.storage import repository as repo
 from trialwatch.storage.models import Trial, Version
@@ -213,13 +213,10 @@ def _refresh_trial_summary(trial_row: Trial, record: TrialRecord) -> None:
         trial_row.title = record.title
     if record.overall_status is not None:
         trial_row.overall_status = record.overall_status
+    trial_row.phases = ",".join(record.phases) or None
     trial_row.removed_at = None
 
 
 def _posted_before(posted: str | None, latest: str | None) -> bool:
     """Whether a last-update date (ISO, as the registry posts it) is older than another."""
     return bool(posted and latest and posted < latest)
-
-
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from trialwatch.monitor.events import KINDS, SEVERITY_RANK, measures
+from trialwatch.monitor.events import KINDS, SEVERITY_RANK, iso_utc, measures
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.storage import repository as repo
 from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial, Version
@@ -35,11 +35,6 @@ class NotFound(LookupError):
 
 class BadVersions(ValueError):
     """A version range that cannot be compared (``--from`` newer than ``--to``)."""
-
-
-def iso_utc(moment: datetime) -> str:
-    """``2026-11-25T12:00:00Z``, as ``trialwatch.monitor.versioning`` stamps events."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def study_url(nct_id: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from sqlalchemy import or_, select, update
 
-from trialwatch.monitor.events import measures
+from trialwatch.monitor.events import iso_utc, measures
 from trialwatch.notifiers.base import Alert, DigestTrial, Notifier, dashboard_link
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
@@ -130,7 +130,7 @@ def alert_from_payload(alert_id: str, channel: str, kind: str, payload: Mapping[
 
 
 def _event_json(nct_id: str, row: Any) -> dict[str, Any]:
-    detected = row.detected_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    detected = iso_utc(row.detected_at)
     return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
             "new": row.new, **measures(row.kind, row.old, row.new),
             "severity": row.severity, "from_version": row.from_version,

@@ -96,6 +96,8 @@ class Trial(Base):
     nct_id: Mapped[str] = mapped_column(String(32), unique=True)
     title: Mapped[str | None] = mapped_column(Text)
     overall_status: Mapped[str | None] = mapped_column(String(64))
+    # The latest version's phase enums, comma-joined (``PHASE1,PHASE2``), for ``list``.
+    phases: Mapped[str | None] = mapped_column(String(128))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     watched: Mapped[bool] = mapped_column(Boolean, default=False)
     first_seen_at: Mapped[datetime]

@@ -232,7 +232,7 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
 # A new version rewrites these columns of its trial whether they changed or not: the ORM
 # sends UPDATEs of one shape (the same columns) as one executemany, and UPDATEs of mixed
 # shapes (the status moved on one trial, not on the next) one statement each.
-_REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "removed_at",
+_REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "phases", "removed_at",
                              "registry_last_update", "last_error", "verified_data_at")
 
 

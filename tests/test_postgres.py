@@ -88,6 +88,18 @@ def test_every_url_spelling_works_for_the_commands(pg_url, scheme):
     assert normalize_url(url).startswith("postgresql+psycopg://")
 
 
+@pytest.mark.postgres
+def test_upgrading_to_0005_fills_trial_phases_from_the_jsonb_documents(db, pg_url):
+    assert CliRunner().invoke(cli, ["--db", pg_url, "ingest", str(SEED)]).exit_code == 0
+    with db.engine.begin() as connection:  # the database as 0004 left it
+        connection.execute(text("ALTER TABLE trials DROP COLUMN phases"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    upgraded = CliRunner().invoke(cli, ["--db", pg_url, "db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    listed = CliRunner().invoke(cli, ["--db", pg_url, "list", "--json"])
+    assert json.loads(listed.stdout)[0]["phase"] == ["PHASE1", "PHASE2"]
+
+
 def test_an_unreachable_server_is_a_one_line_error():
     result = CliRunner().invoke(cli, ["--db", "postgresql://postgres@127.0.0.1:1/none", "list"])
     assert result.exit_code == 2

@@ -171,6 +171,25 @@ def test_tables_without_revision_are_refused_not_migrated(db: Database, db_path:
         assert connection.execute("SELECT count(*) FROM versions").fetchone()[0] == 1
 
 
+def test_upgrading_to_0005_gives_stored_trials_the_phases_of_their_latest_version(
+        db: Database, db_path: Path) -> None:
+    """``trials.phases`` (what ``list`` shows) is filled from the documents already stored."""
+    store(db, SEED_PAGE)
+    with sqlite3.connect(db_path) as connection:  # the database as 0004 left it
+        connection.execute("ALTER TABLE trials DROP COLUMN phases")
+        connection.execute("UPDATE alembic_version SET version_num = '0004'")
+    assert upgrade(db) == ("0004", head_revision())
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT phases FROM trials").fetchall() == [("PHASE1,PHASE2",)]
+
+
+def test_a_new_version_keeps_the_trials_phases_current(db: Database) -> None:
+    store(db, SEED_PAGE)
+    with db.transaction() as session:
+        trial = repo.trial(session, "NCT07328581")
+        assert trial is not None and trial.phases == "PHASE1,PHASE2"
+
+
 def test_head_constant_is_the_newest_migration_script():
     assert head_revision() == HEAD
 

@@ -61,7 +61,7 @@ def outbox_list(app: App, dead: bool, show_all: bool, as_json: bool) -> None:
     """Alerts waiting for delivery (or dead, with --dead)."""
     from sqlalchemy import select
 
-    from trialwatch.monitor.versioning import iso_utc
+    from trialwatch.monitor.events import iso_utc
     from trialwatch.storage.models import OutboxEntry, Trial
 
     db = app.database()

@@ -26,6 +26,7 @@ import click
 import orjson
 
 from trialwatch.monitor.errors import CommandError
+from trialwatch.monitor.events import iso_utc
 from trialwatch.monitor.service.context import App
 
 pass_app = click.make_pass_decorator(App)
@@ -42,13 +43,9 @@ def parse_since(value: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_utc(value)
     raise TypeError(f"cannot export a {type(value).__name__}")
 
 
@@ -63,7 +60,7 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_utc(value)
     if isinstance(value, str | int | float):
         return str(value)
     return orjson.dumps(value, default=_json_default).decode()

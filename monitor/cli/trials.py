@@ -9,7 +9,7 @@ import click
 
 from trialwatch.monitor.cli.output import emit_json
 from trialwatch.monitor.errors import CommandError, UsageProblem
-from trialwatch.monitor.events import KINDS
+from trialwatch.monitor.events import KINDS, humanize, shorten
 from trialwatch.monitor.redaction import terminal_line
 from trialwatch.monitor.service.context import App
 
@@ -78,11 +78,12 @@ def list_trials(app: App, status: str | None, kind: str | None, query_name: str 
                    "No trials yet: `trialwatch watch NCT...` watches one, `trialwatch ingest "
                    "FILE` stores a record file (or try `trialwatch demo`).")
         return
-    table = [TRIAL_COLUMNS, *(_trial_cells(row) for row in rows)]
+    words: dict[object, str] = {}  # statuses and phases repeat: put each into words once
+    table = [TRIAL_COLUMNS, *(_trial_cells(row, words) for row in rows)]
     marks = ["", *(_mark(row) for row in rows)]
-    for mark, line in zip(marks, _aligned(table), strict=True):
-        click.echo(f"{mark or ' '} {line}".rstrip())
-    click.echo(LEGEND)
+    lines = [f"{mark or ' '} {line}".rstrip()
+             for mark, line in zip(marks, _aligned(table), strict=True)]
+    click.echo("\n".join([*lines, LEGEND]))
 
 
 def _declared(app: App) -> tuple[Sequence[str], Sequence[Any]]:
@@ -108,20 +109,27 @@ def _mark(row: dict[str, Any]) -> str:
     return "x" if row["removed"] else "*" if row["watched"] else " "
 
 
-def _trial_cells(row: dict[str, Any]) -> tuple[str, ...]:
-    from trialwatch.monitor.events import humanize, shorten
-
+def _trial_cells(row: dict[str, Any], words: dict[object, str]) -> tuple[str, ...]:
+    """One row's cells; ``words`` caches ``humanize`` of the statuses and phases seen."""
     if row["latest_version"] is None:
         status = "not checked yet"
     else:
-        status = humanize(row["status"]) if row["status"] else "-"
+        status = _in_words(row["status"], words) if row["status"] else "-"
     if row["removed"]:
         status += " (removed)"
     change = row["last_change"]
-    return (row["nct_id"], status, humanize(row["phase"]) if row["phase"] else "-",
+    return (row["nct_id"], status, _in_words(row["phase"], words) if row["phase"] else "-",
             f"v{row['latest_version']}" if row["latest_version"] else "-",
             f"{change['date']} {change['kind']}" if change else "-",
             shorten(row["title"], TITLE_WIDTH) if row["title"] else "")
+
+
+def _in_words(value: str | list[str], words: dict[object, str]) -> str:
+    key = tuple(value) if isinstance(value, list) else value
+    said = words.get(key)
+    if said is None:
+        said = words[key] = humanize(value)
+    return said
 
 
 def _echo_queries(queries: list[dict[str, Any]]) -> None:
@@ -135,9 +143,10 @@ def _echo_queries(queries: list[dict[str, Any]]) -> None:
 
 
 def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
-    """Rows of cells aligned in columns; registry text in a cell cannot drive the terminal
-    or break the row (control characters replaced, ``--json`` keeps them)."""
-    table = [[terminal_line(cell) for cell in row] for row in table]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            for row in table]
+    """Rows of cells aligned in columns (the last one unpadded); registry text in a cell
+    cannot drive the terminal or break the row (control characters replaced, ``--json``
+    keeps them)."""
+    cells = [[terminal_line(cell) for cell in row] for row in table]
+    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
+    line = "  ".join([*(f"{{:<{width}}}" for width in widths[:-1]), "{}"])
+    return [line.format(*row) for row in cells]

@@ -32,6 +32,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from trialwatch.monitor.events import iso_utc
+
 __all__ = ["AlreadyRunning", "LockState", "ServiceLock", "lock_path_for", "read_lock_state"]
 
 LOCK_SUFFIX = ".lock"
@@ -199,7 +201,7 @@ def _parse(raw: bytes) -> LockState:
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(value)
 
 
 def _from_iso(value: object) -> datetime | None:

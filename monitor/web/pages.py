@@ -13,8 +13,7 @@ from starlette.responses import Response
 
 from trialwatch.monitor import views
 from trialwatch.monitor.diff import diff_records
-from trialwatch.monitor.events import KINDS
-from trialwatch.monitor.versioning import iso_utc
+from trialwatch.monitor.events import KINDS, iso_utc
 from trialwatch.monitor.web.api import (
     database,
     kinds_param,
