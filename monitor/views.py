@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.events import KINDS, SEVERITY_RANK, iso_utc, measures
+from trialwatch.monitor.health import health_json
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.storage import repository as repo
 from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial, Version
@@ -136,7 +137,8 @@ def service_status(session: Session, *,
                    next_cycle: Callable[[datetime | None], datetime | None] | None = None,
                    channels: Iterable[str] = ()) -> dict[str, Any]:
     """``status --json``: watches, the last cycle, when the next is due, the outbox per
-    channel (every configured one, zeros included), the schema revision.
+    channel (every configured one, zeros included), the monitor's own health per subject
+    (``trialwatch.monitor.health``), the schema revision.
 
     ``next_cycle`` answers when the next cycle is due given the last one's start (the
     caller knows the schedule and any running daemon); without it the answer is null.
@@ -156,7 +158,8 @@ def service_status(session: Session, *,
     queries = session.scalar(select(func.count()).select_from(SavedQuery))
     return {"watched": watched or 0, "queries": queries or 0, "last_cycle": last_cycle,
             "next_cycle": iso_utc(due) if due is not None else None,
-            "outbox": outbox_health(session, channels), "schema_version": revision}
+            "outbox": outbox_health(session, channels), "health": health_json(session),
+            "schema_version": revision}
 
 
 # --- Dashboard rows ------------------------------------------------------------------------

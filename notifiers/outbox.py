@@ -12,6 +12,11 @@ Delivery is three short steps, so a crash anywhere loses nothing:
 
 A process killed between 2 and 3 leaves the row pending with a lease; when the lease
 expires the alert is sent again with the same id (``webhook-id``), so receivers de-duplicate.
+
+Step 3 also tells ``trialwatch.notifiers.health`` how the channel fared, in the same
+transaction: a failed attempt counts towards ``channel:<name>`` failing (``failing_after``
+in a row, or at once when the alert goes dead), a delivery ends it. The flip's ``system``
+alert goes to ``DeliveryPolicy.system_channels`` other than the failing channel itself.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import structlog
 from sqlalchemy import or_, select, update
 
 from trialwatch.monitor.events import iso_utc, measures
+from trialwatch.notifiers import health
 from trialwatch.notifiers.base import Alert, DigestTrial, Notifier, dashboard_link
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
@@ -40,6 +46,15 @@ class DeliveryPolicy:
     max_backoff: timedelta = timedelta(hours=6)
     lease: timedelta = timedelta(minutes=5)
     batch: int = 100
+    #: consecutive failed attempts before a channel counts as failing (``[alerts]``)
+    failing_after: int = 3
+    #: the channels subscribed to ``system`` alerts (from the subscriptions)
+    system_channels: tuple[str, ...] = ()
+
+    def told_about(self, channel: str) -> tuple[str, ...]:
+        """Who hears that ``channel`` fails or recovers: the other ``system`` channels (a
+        failing channel telling only itself would be no use)."""
+        return tuple(c for c in self.system_channels if c != channel)
 
     def retry_delay(self, attempts: int) -> timedelta:
         """Delay before attempt ``attempts + 1``: backoff, 2×backoff, 4×backoff, ... capped."""
@@ -151,17 +166,21 @@ def _send_one(db: Database, notifier: Notifier, alert: Alert, policy: DeliveryPo
             report.retried += 1
             bound.warning("alert.retry", error=error)
         return
-    _mark_delivered(db, alert.id)
+    _mark_delivered(db, alert.id, alert.channel, policy)
     report.delivered += 1
     bound.info("alert.delivered")
 
 
-def _mark_delivered(db: Database, alert_id: str) -> None:
+def _mark_delivered(db: Database, alert_id: str, channel: str,
+                    policy: DeliveryPolicy = DeliveryPolicy()) -> None:
     now = datetime.now(UTC)
     with db.transaction() as session:
         session.execute(update(OutboxEntry).where(OutboxEntry.id == alert_id).values(
             status="delivered", delivered_at=now, lease_until=None,
             attempts=OutboxEntry.attempts + 1, last_error=None))
+        health.observe(session, health.channel_subject(channel), failed=False, at=now,
+                       failing_after=policy.failing_after,
+                       channels=policy.told_about(channel))
 
 
 def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy) -> str:
@@ -178,6 +197,12 @@ def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy
             row.status = "dead"
         else:
             row.next_attempt_at = now + policy.retry_delay(row.attempts)
+        dead = row.status == "dead"
+        reason = (f"alert {alert_id} dead after {row.attempts} attempts: {error}" if dead
+                  else error)
+        health.observe(session, health.channel_subject(row.channel), failed=True, at=now,
+                       failing_after=policy.failing_after, reason=reason, at_once=dead,
+                       channels=policy.told_about(row.channel))
         return row.status
 
 

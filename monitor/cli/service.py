@@ -7,12 +7,16 @@
                     "requests"} | null,
      "next_cycle": "2026-11-25T18:00:00Z" | null,
      "outbox": {"ops-hook": {"pending": 0, "delivered": 3, "dead": 0}},
+     "health": [{"subject": "checks", "state": "failing", "failures": 3,
+                 "since": "2026-11-25T12:00:00Z", "reason": "registry: ..."}],
      "schema_version": "0001"}
 
 ``watched`` and ``queries`` are counts. ``next_cycle`` comes from the running daemon's lock
 file on SQLite (null when no ``trialwatch run`` holds it); on PostgreSQL, where workers keep
 no lock file, it is the last cycle's start plus the schedule. ``outbox`` lists every
 configured channel (zeros when it has no rows) and any channel that still has rows.
+``health`` is the monitor's own health (``trialwatch.monitor.health``): one entry per subject
+(``checks``, ``channel:<name>``) that has ever failed.
 """
 
 from __future__ import annotations
@@ -153,6 +157,13 @@ def render_status(payload: dict[str, Any], daemon: LockState | None, *, database
         for name, counts in payload["outbox"].items():
             lines.append(f"             {name:<{width}}  {counts['pending']:>7}  "
                          f"{counts['delivered']:>9}  {counts['dead']:>4}")
+    from trialwatch.monitor.health import describe
+
+    health = payload.get("health") or []
+    if not health:
+        lines.append("health       ok (no failed cycle or delivery yet)")
+    for index, entry in enumerate(health):
+        lines.append(f"{'health' if index == 0 else '':<12} {describe(entry)}")
     return lines
 
 

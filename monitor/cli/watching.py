@@ -124,7 +124,8 @@ def check(app: App, nct_ids: tuple[str, ...], as_json: bool, no_notify: bool) ->
         ensure_trials(db, ids)
     with app.registry_client() as client:
         report = run_cycle(db, client, subscriptions=app.subscriptions, only=ids or None,
-                           reverify_every=app.config.ctgov.reverify_every)
+                           reverify_every=app.config.ctgov.reverify_every,
+                           failing_after=app.config.alerts.failing_after)
     if channels:
         with stdout_reserved(as_json):
             app.deliver_pending()

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from trialwatch.monitor import health
 from trialwatch.monitor.cycle import reverify
 from trialwatch.monitor.cycle.listing import list_moved, moved, watch_list
 from trialwatch.monitor.cycle.queries import has_unrun_query, pending_new_matches, run_queries
@@ -51,6 +52,7 @@ log = structlog.get_logger(__name__)
 LEASE_BATCH = 1000
 DEFAULT_LEASE = timedelta(minutes=5)
 DEFAULT_REVERIFY_EVERY = timedelta(days=7)  # ``ctgov.reverify_every``
+DEFAULT_FAILING_AFTER = 3  # ``alerts.failing_after``
 YOUNG_GC_THRESHOLD = 20_000  # during a cycle (see _gc_frozen)
 
 
@@ -59,13 +61,17 @@ def run_cycle(db: Database, client: RegistryClient, *,
               worker: str | None = None, now: Callable[[], datetime] | None = None,
               shared: bool | None = None, lease: timedelta = DEFAULT_LEASE,
               lease_batch: int = LEASE_BATCH, should_stop: Callable[[], bool] | None = None,
-              reverify_every: timedelta = DEFAULT_REVERIFY_EVERY) -> CycleReport:
+              reverify_every: timedelta = DEFAULT_REVERIFY_EVERY,
+              failing_after: int = DEFAULT_FAILING_AFTER) -> CycleReport:
     """One cycle over the watched trials (or just ``only``); never raises for registry faults.
 
     ``shared`` (default: on PostgreSQL, unless ``only`` is given) makes the cycle take part
     in the shared round of several workers, leasing ``lease_batch`` trials at a time for
     ``lease``; ``should_stop`` is polled while waiting for other workers' leases.
     ``reverify_every`` paces rolling re-verification (``timedelta(0)``: off).
+    ``failing_after`` consecutive failed cycles make one ``system`` alert "checks are
+    failing" to the subscriptions asking for ``system`` (``trialwatch.monitor.health``),
+    written with the cycle's outcome; a successful cycle after it, one "checks recovered".
     """
     clock = now or (lambda: datetime.now(UTC))
     if shared is None:
@@ -111,6 +117,13 @@ def run_cycle(db: Database, client: RegistryClient, *,
         row.events, row.requests = len(report.events), report.requests
         row.failures, row.data_timestamp = len(report.failures), report.data_timestamp
         row.error = "; ".join(report.failures)[:4000] or None
+        flip = health.record_cycle(session, outcome=report.outcome, covered=report.covered,
+                                   failures=report.failures, started_at=report.started_at,
+                                   failing_after=failing_after,
+                                   channels=health.system_channels(subscriptions))
+    if flip is not None:
+        log.warning("monitor.health", subject=flip.subject, state=flip.state,
+                    summary=flip.summary)
     why = {"error": "; ".join(report.failures[:3]) + (
         f" (+{len(report.failures) - 3} more)" if len(report.failures) > 3 else "")
            } if report.failures else {}

@@ -176,11 +176,15 @@ class App:
 
     @property
     def delivery_policy(self) -> DeliveryPolicy:
+        from trialwatch.monitor.health import system_channels
         from trialwatch.notifiers.outbox import DeliveryPolicy
 
         delivery = self.config.delivery
         return DeliveryPolicy(max_attempts=delivery.max_attempts, backoff=delivery.backoff,
-                              max_backoff=delivery.max_backoff)
+                              max_backoff=delivery.max_backoff,
+                              failing_after=self.config.alerts.failing_after,
+                              system_channels=system_channels(
+                                  self.config.effective_subscriptions()))
 
     def deliver_pending(self) -> DeliveryReport | None:
         """Deliver due alerts once, as the daemon would; failures stay in the outbox."""

@@ -32,7 +32,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from trialwatch.monitor.config.settings import ScheduleConfig
     from trialwatch.monitor.cycle.run import CycleReport
     from trialwatch.monitor.service.context import App
+    from trialwatch.storage.engine import Database
 
 __all__ = ["Daemon", "cycle_trigger", "describe_schedule", "next_fire_function", "run_service"]
 
@@ -88,7 +89,8 @@ def run_service(app: App, *, once: bool = False, metrics_port: int | None = None
             from trialwatch.storage.presence import announce_daemon
 
             presence = announce_daemon(db)
-        metrics = Metrics(next_fire=next_fire_function(trigger))
+        metrics = Metrics(next_fire=next_fire_function(trigger),
+                          monitor_health=stored_health(db))
         if metrics_port is not None:
             try:
                 server = MetricsServer(metrics, metrics_port).start()
@@ -146,7 +148,8 @@ class Daemon:
             with client:
                 report = run_cycle(db, client, subscriptions=self.app.subscriptions,
                                    worker=self._worker, should_stop=self.stop.is_set,
-                                   reverify_every=self.app.config.ctgov.reverify_every)
+                                   reverify_every=self.app.config.ctgov.reverify_every,
+                                   failing_after=self.app.config.alerts.failing_after)
         except Exception as exc:  # a database fault: log it, the next cycle tries again
             log.error("cycle.crashed", error_type=type(exc).__name__, error=_one_line(exc))
             self.metrics.record_cycle("failed", events=0, failures=1,
@@ -301,6 +304,18 @@ def cycle_trigger(schedule: ScheduleConfig) -> BaseTrigger:
         return CronTrigger(**cron.fields(), timezone=schedule.tzinfo)
     assert schedule.interval is not None
     return IntervalTrigger(seconds=schedule.interval.total_seconds(), timezone=schedule.tzinfo)
+
+
+def stored_health(db: Database) -> Callable[[], tuple[bool, list[str]]]:
+    """``/healthz``'s view of ``monitor_health``: (healthy, a line per failing subject)."""
+    from trialwatch.monitor.health import healthz
+    from trialwatch.notifiers.health import health_rows
+
+    def read() -> tuple[bool, list[str]]:
+        with db.transaction() as session:
+            return healthz(health_rows(session))
+
+    return read
 
 
 def next_fire_function(trigger: BaseTrigger) -> NextFire:

@@ -8,9 +8,12 @@
   ``trialwatch_deliveries_total{result}``, ``trialwatch_cycle_duration_seconds`` (last
   cycle), ``trialwatch_last_cycle_timestamp_seconds`` (when it finished). Counters count
   since the daemon started, as Prometheus expects.
-* ``GET /healthz`` - ``200 ok``; ``503`` with the reason when the last cycle failed, or
-  when the next cycle is overdue by more than two periods: no cycle has finished by the
-  third scheduled time after the last finished one (or after start-up).
+* ``GET /healthz`` - ``200 ok``; ``503`` with the reason when the last cycle failed, when
+  the checks are failing (``[alerts] failing_after`` failed cycles in a row:
+  ``trialwatch.monitor.health``), or when the next cycle is overdue by more than two
+  periods: no cycle has finished by the third scheduled time after the last finished one
+  (or after start-up). The lines after the first name each failing subject (``checks``,
+  ``channel:<name>``) with since when and why; a failing channel alone keeps it 200.
 """
 
 from __future__ import annotations
@@ -31,16 +34,20 @@ OVERDUE_AFTER_FIRES = 3
 
 #: Given a moment, the next scheduled cycle strictly after it (None: no more cycles).
 NextFire = Callable[[datetime], datetime | None]
+#: The monitor's own health as stored: (healthy, one line per failing subject).
+MonitorHealth = Callable[[], tuple[bool, list[str]]]
 
 
 class Metrics:
     """Counters and last-cycle gauges; every method is safe to call from any thread."""
 
     def __init__(self, *, next_fire: NextFire | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monitor_health: MonitorHealth | None = None) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._next_fire = next_fire
+        self._monitor_health = monitor_health
         self.started_at = clock()
         self.cycles = dict.fromkeys(CYCLE_OUTCOMES, 0)
         self.deliveries = dict.fromkeys(DELIVERY_RESULTS, 0)
@@ -91,7 +98,20 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
     def health(self, now: float | None = None) -> tuple[bool, str]:
-        """(healthy, reason): unhealthy when the last cycle failed or cycles are overdue."""
+        """(healthy, reason): unhealthy when the last cycle failed, the checks are failing or
+        cycles are overdue; then one line per failing subject of the monitor's health."""
+        healthy, reason = self._cycle_health(now)
+        if self._monitor_health is None:
+            return healthy, reason
+        try:
+            stored_ok, lines = self._monitor_health()
+        except Exception as exc:  # the database is away: say so, judge by the cycles alone
+            stored_ok, lines = True, [f"monitor health unknown: {type(exc).__name__}"]
+        if healthy and not stored_ok:
+            healthy, reason = False, "checks failing"
+        return healthy, "\n".join([reason, *lines])
+
+    def _cycle_health(self, now: float | None) -> tuple[bool, str]:
         with self._lock:
             outcome, reference = self.last_outcome, self.last_finished or self.started_at
         if outcome == "failed":

@@ -11,12 +11,13 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from trialwatch.monitor import views
+from trialwatch.monitor import health, views
 from trialwatch.monitor.events import KINDS
 from trialwatch.monitor.feeds import ATOM_MEDIA_TYPE
 from trialwatch.monitor.record import is_valid_nct_id
+from trialwatch.notifiers.health import health_rows
 from trialwatch.storage.engine import Database
 
 FEED_LIMIT = 50
@@ -97,6 +98,16 @@ def status(request: Request) -> Response:
     with database(request).transaction() as session:
         return json_response(views.service_status(session,
                                                   **request.app.state.status_options))
+
+
+def healthz(request: Request) -> Response:
+    """The monitor's own health as stored (``trialwatch.monitor.health``): ``200 ok``, or
+    ``503`` while the checks are failing; each failing subject on a line of its own."""
+    with database(request).transaction() as session:
+        healthy, lines = health.healthz(health_rows(session))
+    first = "ok" if healthy else "checks failing"
+    return PlainTextResponse("\n".join([first, *lines]) + "\n",
+                             status_code=200 if healthy else 503)
 
 
 # --- Atom feeds ----------------------------------------------------------------------------

@@ -68,6 +68,7 @@ def create_app(db: Database, *, token: str | None = None,
         Route("/api/trials/{nct_id}/history", api.history, name="api_history"),
         Route("/api/trials/{nct_id}/diff", api.diff, name="api_diff"),
         Route("/api/status", api.status, name="api_status"),
+        Route("/healthz", api.healthz, name="healthz"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={
