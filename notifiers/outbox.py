@@ -67,6 +67,8 @@ class DeliveryReport:
     retried: int = 0
     dead: int = 0
     skipped_channels: set[str] = field(default_factory=set)
+    #: channels that started failing or recovered during this delivery (``channel:<name>``)
+    flips: list[health.Flip] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "retried": self.retried, "dead": self.dead}
@@ -83,9 +85,11 @@ def deliver_due(db: Database, channels: Mapping[str, Notifier],
         claimed = _claim(db, list(channels), policy, moment, base_url)
         if not claimed:
             break
+        flips = len(report.flips)
         for alert in claimed:
             _send_one(db, channels[alert.channel], alert, policy, report)
-        if len(claimed) < policy.batch or now is not None:
+        # A channel's flip queued its system alert to the others: that is due now too.
+        if (len(claimed) < policy.batch and len(report.flips) == flips) or now is not None:
             break
     return report
 
@@ -159,31 +163,34 @@ def _send_one(db: Database, notifier: Notifier, alert: Alert, policy: DeliveryPo
         notifier.send(alert)
     except Exception as exc:
         error = " ".join(str(exc).split()) or type(exc).__name__
-        if _mark_failed(db, alert.id, error, policy) == "dead":
+        if _mark_failed(db, alert.id, error, policy, report) == "dead":
             report.dead += 1
             bound.error("alert.dead", error=error)
         else:
             report.retried += 1
             bound.warning("alert.retry", error=error)
         return
-    _mark_delivered(db, alert.id, alert.channel, policy)
+    _mark_delivered(db, alert.id, alert.channel, policy, report)
     report.delivered += 1
     bound.info("alert.delivered")
 
 
 def _mark_delivered(db: Database, alert_id: str, channel: str,
-                    policy: DeliveryPolicy = DeliveryPolicy()) -> None:
+                    policy: DeliveryPolicy = DeliveryPolicy(),
+                    report: DeliveryReport | None = None) -> None:
     now = datetime.now(UTC)
     with db.transaction() as session:
         session.execute(update(OutboxEntry).where(OutboxEntry.id == alert_id).values(
             status="delivered", delivered_at=now, lease_until=None,
             attempts=OutboxEntry.attempts + 1, last_error=None))
-        health.observe(session, health.channel_subject(channel), failed=False, at=now,
-                       failing_after=policy.failing_after,
-                       channels=policy.told_about(channel))
+        flip = health.observe(session, health.channel_subject(channel), failed=False, at=now,
+                              failing_after=policy.failing_after,
+                              channels=policy.told_about(channel))
+    _note(flip, report)
 
 
-def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy) -> str:
+def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy,
+                 report: DeliveryReport | None = None) -> str:
     """Count the failed attempt; returns the row's new status ("pending" or "dead")."""
     now = datetime.now(UTC)
     with db.transaction() as session:
@@ -200,10 +207,20 @@ def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy
         dead = row.status == "dead"
         reason = (f"alert {alert_id} dead after {row.attempts} attempts: {error}" if dead
                   else error)
-        health.observe(session, health.channel_subject(row.channel), failed=True, at=now,
-                       failing_after=policy.failing_after, reason=reason, at_once=dead,
-                       channels=policy.told_about(row.channel))
-        return row.status
+        flip = health.observe(session, health.channel_subject(row.channel), failed=True,
+                              at=now, failing_after=policy.failing_after, reason=reason,
+                              at_once=dead, channels=policy.told_about(row.channel))
+        status = row.status
+    _note(flip, report)
+    return status
+
+
+def _note(flip: health.Flip | None, report: DeliveryReport | None) -> None:
+    if flip is None:
+        return
+    log.warning("monitor.health", subject=flip.subject, state=flip.state, summary=flip.summary)
+    if report is not None:
+        report.flips.append(flip)
 
 
 def retry_dead(db: Database, alert_id: str | None = None) -> int:

@@ -91,7 +91,7 @@ def test_status_json_of_a_new_database_has_no_cycle_and_zeroed_channels(setup: S
         "watched": 0, "queries": 0, "last_cycle": None, "next_cycle": None,
         "outbox": {"console": {"pending": 0, "delivered": 0, "dead": 0},
                    "ops-hook": {"pending": 0, "delivered": 0, "dead": 0}},
-        "schema_version": head_revision()}
+        "health": [], "schema_version": head_revision()}
 
 
 def test_status_json_reports_the_last_finished_cycle_in_utc(setup: Setup) -> None:
@@ -156,7 +156,8 @@ def test_status_text_is_readable_for_people(setup: Setup) -> None:
     assert lines[3].startswith("next cycle   none scheduled")
     assert lines[4:] == ["outbox       channel   pending  delivered  dead",
                          "             console         0          0     0",
-                         "             ops-hook        1          0     1"]
+                         "             ops-hook        1          0     1",
+                         "health       ok (no failed cycle or delivery yet)"]
 
 
 def test_status_never_prints_secrets(setup: Setup) -> None:
