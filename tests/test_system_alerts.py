@@ -56,8 +56,8 @@ TRIAL = nct(1)
 
 
 def run_failures(count: int, *, failing_after: int = 3,
-                 start: Health = Health(CHECKS)) -> tuple[Health, list[Any]]:
-    health, flips = start, []
+                 start: Health | None = None) -> tuple[Health, list[Any]]:
+    health, flips = start or Health(CHECKS), []
     for i in range(count):
         health, flip = decide(health, failed=True, at=T0 + timedelta(hours=i),
                               failing_after=failing_after, reason=f"registry: down {i}")
@@ -426,7 +426,7 @@ def test_a_dead_channel_is_reported_through_another_channel_then_its_recovery(
     assert [h["subject"] for h in monitor.status()["health"]] == ["channel:ops-hook"]
     result = monitor.run("outbox", "retry", "--all-dead")  # ops-hook answers again
     assert result.exit_code == 0, result.output
-    first, recovered = mailbox.messages()
+    _, recovered = mailbox.messages()
     # (strip: the stdlib folds a long unbreakable subject onto a continuation line)
     assert recovered["Subject"].strip().startswith("[trialwatch] channel ops-hook recovered")
     assert system_bodies(hook) == []  # ops-hook is never told about itself
