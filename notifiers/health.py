@@ -124,6 +124,10 @@ def observe(session: Session, subject: str, *, failed: bool, at: datetime, faili
     never failed) writes nothing."""
     if failed:
         _ensure_row(session, subject, at)
+    else:  # the common case, a delivery to a healthy channel: read, lock nothing, write nothing
+        seen = session.get(MonitorHealth, subject)
+        if seen is None or (seen.state == OK and not seen.failures):
+            return None
     row = session.get(MonitorHealth, subject, with_for_update=True, populate_existing=True)
     if row is None:
         return None

@@ -374,6 +374,20 @@ def test_failing_checks_send_one_signed_alert_and_one_recovered_alert(
     assert recovered["id"] != failing["id"]
 
 
+def test_cycles_that_reach_the_registry_but_list_nothing_count_as_failed(
+        tmp_path: Path, registry: FakeRegistry, hook: WebhookReceiver) -> None:
+    monitor = Monitor(tmp_path, registry, channels=hook_channel("ops-hook", hook),
+                      subscriptions=subscription("ops-hook", ["system"]))
+    monitor.check()
+    registry.fault_hook = lambda request: (Fault.html(502) if request.path.endswith("/studies")
+                                           else None)
+    for day in range(3):  # a new data load each time, so every cycle lists the trials
+        registry.data_timestamp = f"2026-12-0{day + 1}T09:00:00"
+        assert "cycle partial" in monitor.check().output
+    (failing,) = system_bodies(hook)
+    assert failing["reason"].startswith("listing ")
+
+
 def test_system_alerts_reach_only_subscriptions_that_ask_for_them(
         tmp_path: Path, registry: FakeRegistry, hook: WebhookReceiver) -> None:
     with smtp_mailbox() as box:
