@@ -27,12 +27,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trialwatch.monitor.events import iso_utc
 from trialwatch.storage.models import MonitorHealth, OutboxEntry
 
 OK = "ok"
@@ -43,10 +44,6 @@ REASON_LIMIT = 500  # characters of a failure's reason kept and sent
 
 def channel_subject(channel: str) -> str:
     return f"channel:{channel}"
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class Health:
 
     def to_json(self) -> dict[str, Any]:
         return {"subject": self.subject, "state": self.state, "failures": self.failures,
-                "since": iso(self.since) if self.since else None, "reason": self.reason}
+                "since": iso_utc(self.since) if self.since else None, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -80,17 +77,17 @@ class Flip:
                 else f"channel {self.subject.removeprefix('channel:')}")
         if self.state == FAILING:
             verb = "are" if self.subject == CHECKS else "is"
-            return f"{name} {verb} failing since {iso(self.since)}: {self.reason}"
-        return f"{name} recovered (failing since {iso(self.failing_since)})"
+            return f"{name} {verb} failing since {iso_utc(self.since)}: {self.reason}"
+        return f"{name} recovered (failing since {iso_utc(self.failing_since)})"
 
     def payload(self) -> dict[str, Any]:
         """``Alert.system``, as the outbox row freezes it and the webhook sends it."""
-        return {"subject": self.subject, "state": self.state, "since": iso(self.since),
+        return {"subject": self.subject, "state": self.state, "since": iso_utc(self.since),
                 "reason": self.reason, "summary": self.summary}
 
     def alert_id(self, channel: str) -> str:
         """Stable for one flip to one channel: the same flip can never be queued twice."""
-        key = f"{self.subject}|{self.state}|{iso(self.failing_since)}|{channel}"
+        key = f"{self.subject}|{self.state}|{iso_utc(self.failing_since)}|{channel}"
         return f"sys_{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from trialwatch.monitor.events import iso_utc
+
 __all__ = ["CYCLE_OUTCOMES", "DELIVERY_RESULTS", "Metrics", "MetricsServer"]
 
 CYCLE_OUTCOMES = ("ok", "partial", "failed")
@@ -123,8 +125,7 @@ class Metrics:
                 deadline = self._next_fire(deadline) if deadline is not None else None
             current = self._clock() if now is None else now
             if deadline is not None and current > deadline.timestamp():
-                since = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-                return False, f"cycle overdue: none finished since {since}"
+                return False, f"cycle overdue: none finished since {iso_utc(moment)}"
         return True, "ok"
 
 
