@@ -18,6 +18,7 @@ from trialwatch.monitor.diff import diff_records
 from trialwatch.monitor.events import ChangeEvent, iso_utc, sort_key
 from trialwatch.monitor.record import SECTIONS, TrialRecord
 from trialwatch.storage import repository as repo
+from trialwatch.storage import watermarks
 from trialwatch.storage.models import Trial, Version
 from trialwatch.storage.raw_codec import compress_raw
 
@@ -29,6 +30,15 @@ class Subscription(Protocol):
 
     def matches(self, event: Mapping[str, Any], *, nct_id: str, query_names: set[str]) -> bool:
         ...
+
+
+def digest_key(subscription: Subscription) -> str | None:
+    """The watermark key of a digest subscription (``digest`` set), else None: such a
+    subscription gets no per-version alerts (``trialwatch.monitor.digests`` sends its events
+    once per period). Subscriptions without a ``digest`` attribute are per-version ones."""
+    if getattr(subscription, "digest", None) is None:
+        return None
+    return str(getattr(subscription, "key"))  # noqa: B009 - not part of the protocol
 
 
 @dataclass(frozen=True)
@@ -122,12 +132,25 @@ def enqueue_alerts(session: Session, trial_row: Trial, version_number: int,
                    events: Sequence[tuple[ChangeEvent, int]],
                    subscriptions: Sequence[Subscription], *, now: datetime) -> int:
     """One outbox row per channel whose subscriptions select at least one of the events
-    (given with their ids); returns how many. Written in the same transaction."""
+    (given with their ids); returns how many. Written in the same transaction.
+
+    Digest subscriptions get no row: their events wait for the digest. The first event one
+    of them selects creates its watermark just before that event, if no digest pass has
+    yet (so it is in the first digest, not taken for history)."""
     if not subscriptions:
         return 0
     query_names = repo.query_names_of(session, trial_row)
     chosen: dict[str, set[int]] = {}
     for subscription in subscriptions:
+        key = digest_key(subscription)
+        if key is not None:
+            selected = [event_id for event, event_id in events
+                        if subscription.matches(event.to_json(), nct_id=trial_row.nct_id,
+                                                query_names=query_names)]
+            if selected:
+                watermarks.ensure(session, key=key, channel=subscription.channel,
+                                  after=min(selected) - 1, now=now)
+            continue
         for event, event_id in events:
             if subscription.matches(event.to_json(), nct_id=trial_row.nct_id,
                                     query_names=query_names):

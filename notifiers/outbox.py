@@ -1,7 +1,8 @@
 """Outbox delivery: at-least-once, with exponential backoff, leases and a dead letter.
 
 Rows are written by ``trialwatch.monitor.versioning`` in the same transaction as the events they
-carry.
+carry; digest rows by ``trialwatch.monitor.digests``, whose watermark advances in the
+transaction that marks the digest delivered.
 Delivery is three short steps, so a crash anywhere loses nothing:
 
 1. *claim* due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never
@@ -33,6 +34,7 @@ from trialwatch.monitor.events import iso_utc, measures
 from trialwatch.notifiers import health
 from trialwatch.notifiers.base import Alert, DigestTrial, Notifier, dashboard_link
 from trialwatch.storage import repository as repo
+from trialwatch.storage import watermarks
 from trialwatch.storage.engine import Database
 from trialwatch.storage.models import OutboxEntry, Trial
 
@@ -123,7 +125,7 @@ def build_alert(session: Any, row: OutboxEntry, base_url: str | None = None) -> 
     if row.kind != "trial":
         return alert_from_payload(row.id, row.channel, row.kind, row.payload or {}, done)
     trial = session.get(Trial, row.trial_id)
-    events = [_event_json(trial.nct_id, e) for e in repo.events_by_id(session, row.event_ids)]
+    events = [event_json(trial.nct_id, e) for e in repo.events_by_id(session, row.event_ids)]
     starts = [e["from_version"] for e in events if e.get("from_version") is not None]
     link = dashboard_link(base_url, trial.nct_id, min(starts) if starts else None, row.version)
     return Alert(id=row.id, channel=row.channel, nct_id=trial.nct_id, title=trial.title,
@@ -148,7 +150,8 @@ def alert_from_payload(alert_id: str, channel: str, kind: str, payload: Mapping[
                  kind="system", system=dict(payload), done_targets=done_targets)
 
 
-def _event_json(nct_id: str, row: Any) -> dict[str, Any]:
+def event_json(nct_id: str, row: Any) -> dict[str, Any]:
+    """A stored event (``models.Event``) as DESIGN.md's event JSON, with its measures."""
     detected = iso_utc(row.detected_at)
     return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
             "new": row.new, **measures(row.kind, row.old, row.new),
@@ -170,22 +173,29 @@ def _send_one(db: Database, notifier: Notifier, alert: Alert, policy: DeliveryPo
             report.retried += 1
             bound.warning("alert.retry", error=error)
         return
-    _mark_delivered(db, alert.id, alert.channel, policy, report)
+    _mark_delivered(db, alert, policy, report)
     report.delivered += 1
     bound.info("alert.delivered")
 
 
-def _mark_delivered(db: Database, alert_id: str, channel: str,
-                    policy: DeliveryPolicy = DeliveryPolicy(),
+def _mark_delivered(db: Database, alert: Alert, policy: DeliveryPolicy = DeliveryPolicy(),
                     report: DeliveryReport | None = None) -> None:
+    """The row is delivered; a digest's watermark advances in the same transaction, so the
+    events it carried are never in a later digest, and a digest not delivered leaves them
+    for the next (``trialwatch.storage.watermarks``). A delivery also tells the channel's
+    health that it works (``trialwatch.notifiers.health``)."""
     now = datetime.now(UTC)
     with db.transaction() as session:
-        session.execute(update(OutboxEntry).where(OutboxEntry.id == alert_id).values(
+        session.execute(update(OutboxEntry).where(OutboxEntry.id == alert.id).values(
             status="delivered", delivered_at=now, lease_until=None,
             attempts=OutboxEntry.attempts + 1, last_error=None))
-        flip = health.observe(session, health.channel_subject(channel), failed=False, at=now,
-                              failing_after=policy.failing_after,
-                              channels=policy.told_about(channel))
+        if alert.kind == "digest":
+            row = session.get(OutboxEntry, alert.id)
+            if row is not None:
+                watermarks.advance(session, row, now)
+        flip = health.observe(session, health.channel_subject(alert.channel), failed=False,
+                              at=now, failing_after=policy.failing_after,
+                              channels=policy.told_about(alert.channel))
     _note(flip, report)
 
 

@@ -14,6 +14,9 @@ one before it could write its alerts. With ids given up front, both go in bulk s
   first call reads it, later ones count on (SQLite itself would pick ``max(id) + 1``).
 
 What a transaction was handed is forgotten when its outermost transaction ends.
+
+Digests (``trialwatch.monitor.digests``) read "every event after id N"; ``settle`` makes
+that safe on PostgreSQL, where ids are handed out before the events are committed.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def allocate(session: Session, count: int) -> list[int]:
     if connection.dialect.name == "postgresql":
         pool: list[int] = session.info.setdefault(_HANDED, [])
         if len(pool) < count:
+            _hold_shared(connection, session)
             sequence = func.pg_get_serial_sequence("events", "id")
             pool.extend(connection.scalars(
                 select(func.nextval(sequence))
@@ -57,3 +61,29 @@ def allocate(session: Session, count: int) -> list[int]:
 def _forget(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_HANDED, None)
+        session.info.pop(_SETTLE_HELD, None)
+
+
+# The advisory lock that orders event ids with digests (PostgreSQL): every transaction that
+# is handed event ids holds it shared until it ends; a digest holds it exclusively.
+_SETTLE_LOCK = 0x7477_6964  # "twid"
+_SETTLE_HELD = "trialwatch.event_ids_settle_held"
+
+
+def _hold_shared(connection: Any, session: Session) -> None:
+    if not session.info.get(_SETTLE_HELD):
+        connection.execute(select(func.pg_advisory_xact_lock_shared(_SETTLE_LOCK)))
+        session.info[_SETTLE_HELD] = True
+
+
+def settle(session: Session) -> None:
+    """Wait until every transaction that was handed event ids has ended, and hand out none
+    until this transaction ends: then ``max(events.id)`` bounds every event that will ever
+    be committed with a smaller id (a digest reads "the events after its watermark" safely).
+
+    PostgreSQL ids come from a sequence ahead of commits, so without this an event could be
+    committed later with an id below the one a digest advanced to. SQLite needs nothing:
+    every transaction there holds the write lock from its start."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(_SETTLE_LOCK)))
