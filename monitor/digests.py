@@ -26,7 +26,7 @@ Watermark rules (``trialwatch.storage.watermarks``):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -202,7 +202,7 @@ def _selected(session: Session, sub: Subscription, *, after: int, until: int,
     return digest
 
 
-def severity_order(event: dict[str, Any]) -> tuple[int, int, int, str]:
+def severity_order(event: Mapping[str, Any]) -> tuple[int, int, int, str]:
     """Most severe first, then by kind (as ``events.sort_key``), then oldest first."""
     severity = event.get("severity")
     kind = event.get("kind")

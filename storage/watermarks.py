@@ -35,15 +35,22 @@ def ensure(session: Session, *, key: str, channel: str, after: int, now: datetim
     if key in known:
         return
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    connection.execute(insert(DigestWatermark).values(
+    connection.execute(_insert(connection.dialect.name)(DigestWatermark).values(
         subscription_key=key, channel=channel, last_event_id=after, last_sent_at=now,
         pending_alert=None, pending_until=None,
     ).on_conflict_do_nothing(index_elements=[DigestWatermark.subscription_key]))
     known.add(key)
+
+
+def _insert(dialect: str) -> Any:
+    """The dialect's ``insert`` (it has ``on_conflict_do_nothing``)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def locked(session: Session, key: str) -> DigestWatermark | None:

@@ -103,7 +103,6 @@ def test_no_file_at_all_gives_defaults(tmp_path: Path, monkeypatch: pytest.Monke
     assert config.delivery.backoff == timedelta(seconds=30)
     assert config.delivery.max_backoff == timedelta(hours=6)
     assert config.delivery.interval == timedelta(seconds=5)
-    assert config.delivery.digest is False
     assert (config.logging.level, config.logging.format) == ("info", "auto")
     assert config.warnings == ()
 

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trialwatch.monitor.service",),
     ("trialwatch.monitor.cycle", "trialwatch.monitor.backfill"),
     ("trialwatch.monitor.views", "trialwatch.monitor.feeds", "trialwatch.monitor.trial_table"),
+    ("trialwatch.monitor.digests",),
     ("trialwatch.monitor.versioning", "trialwatch.monitor.health"),
     ("trialwatch.monitor.config", "trialwatch.monitor.errors"),
     ("trialwatch.notifiers",),

@@ -1,8 +1,10 @@
-"""Alert commands: ``notify test`` and the outbox (``outbox list``, ``outbox retry``)."""
+"""Alert commands: ``notify test``, ``notify digest`` and the outbox (``outbox list``,
+``outbox retry``)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import click
 
@@ -16,7 +18,7 @@ pass_app = click.make_pass_decorator(App)
 
 @click.group(cls=HelpGroup)
 def notify() -> None:
-    """Send a test alert through the configured channels."""
+    """Send a test alert, or the due digests, through the configured channels."""
 
 
 @notify.command("test")
@@ -45,6 +47,71 @@ def notify_test(app: App, channel: str | None) -> None:
             say(f"{name}: test alert sent ({alert.id})")
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@notify.command("digest")
+@click.argument("channel", required=False)
+@click.option("--now", "force", is_flag=True,
+              help="Send every digest now, due or not (its period restarts).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@pass_app
+def notify_digest(app: App, channel: str | None, force: bool, as_json: bool) -> None:
+    """Queue and deliver the due digests (of every channel, or one): for cron."""
+    from trialwatch.monitor.digests import digest_subscriptions
+    from trialwatch.notifiers.outbox import deliver_due
+
+    channels = app.channels
+    if not channels:
+        raise CommandError(f"{app.config_label}: no [channels.*] configured")
+    if channel is not None and channel not in channels:
+        raise CommandError(f"channel {channel}: not configured (have: {', '.join(channels)})")
+    if not digest_subscriptions(app.config.effective_subscriptions(), channel):
+        where = f"channel {channel}" if channel else app.config_label
+        raise CommandError(f"{where}: no [[subscriptions]] with digest "
+                           "(add digest = \"daily\", \"weekly\" or a duration)")
+    report = app.send_digests(force=force, channel=channel)
+    assert report is not None
+    names = sorted({o.channel for o in report.outcomes})
+    delivery = deliver_due(app.database(), {n: channels[n] for n in names},
+                           app.delivery_policy, base_url=app.config.web.base_url)
+    rows = [{**o.to_json(), **_row_state(app, o.alert_id)} for o in report.outcomes]
+    if as_json:
+        emit_json({"digests": rows, "delivery": delivery.to_json()})
+    else:
+        for row in rows:
+            say(_digest_line(row))
+    if any(row["status"] not in (None, "delivered") for row in rows):
+        raise click.exceptions.Exit(1)
+
+
+def _row_state(app: App, alert_id: str | None) -> dict[str, str | None]:
+    """``status`` and ``last_error`` of a digest's outbox row (None without one)."""
+    if alert_id is None:
+        return {"status": None, "last_error": None}
+    from trialwatch.storage.models import OutboxEntry
+
+    with app.database().transaction() as session:
+        row = session.get(OutboxEntry, alert_id)
+        return {"status": row.status if row else None,
+                "last_error": row.last_error if row else None}
+
+
+def _digest_line(row: dict[str, Any]) -> str:
+    channel, state = row["channel"], row["state"]
+    if state == "started":
+        return f"{channel}: digest started; the first one covers changes from now on"
+    if state == "not_due":
+        return f"{channel}: digest not due yet (--now sends it anyway)"
+    if state == "empty":
+        return f"{channel}: no matching changes since the last digest; nothing sent"
+    what = f"digest {row['id']}"
+    if state == "queued":
+        what += f" ({row['events']} change(s) in {row['trials']} trial(s))"
+    if row["status"] == "delivered":
+        return f"{channel}: {what} sent"
+    if row["status"] == "dead":
+        return f"{channel}: {what} dead: {row['last_error'] or 'gave up'}"
+    return f"{channel}: {what} not delivered yet, will retry: {row['last_error'] or 'waiting'}"
 
 
 @click.group(cls=HelpGroup)

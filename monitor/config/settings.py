@@ -267,7 +267,6 @@ class DeliveryConfig(_Table):
     backoff: Duration = timedelta(seconds=30)
     max_backoff: Duration = timedelta(hours=6)
     interval: Duration = timedelta(seconds=5)
-    digest: StrictBool = False
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DeliveryConfig:

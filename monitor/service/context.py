@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from trialwatch.monitor.redaction import mask_database_message, mask_url_passwor
 
 if TYPE_CHECKING:
     from trialwatch.monitor.config.settings import Config
+    from trialwatch.monitor.digests import DigestReport
     from trialwatch.monitor.sources.ctgov.client import RegistryClient
     from trialwatch.notifiers.base import Notifier
     from trialwatch.notifiers.outbox import DeliveryPolicy, DeliveryReport
@@ -186,14 +188,41 @@ class App:
                               system_channels=system_channels(
                                   self.config.effective_subscriptions()))
 
-    def deliver_pending(self) -> DeliveryReport | None:
-        """Deliver due alerts once, as the daemon would; failures stay in the outbox."""
+    def deliver_pending(self, *, digests: bool = True) -> DeliveryReport | None:
+        """Deliver due alerts once, as the daemon would, after queueing the digests that
+        are due (``digests``); failures stay in the outbox."""
         if not self.config.channels:
             return None
         from trialwatch.notifiers.outbox import deliver_due
 
+        if digests:
+            try:
+                self.send_digests()
+            except CommandError:
+                raise
+            except Exception as exc:  # a database fault: alerts still go; the next pass retries
+                import structlog
+
+                structlog.get_logger("trialwatch").error(
+                    "digests.crashed", error_type=type(exc).__name__,
+                    error=" ".join(str(exc).split())[:500])
+
         return deliver_due(self.database(), self.channels, self.delivery_policy,
                            base_url=self.config.web.base_url)
+
+    def send_digests(self, *, force: bool = False, channel: str | None = None,
+                     now: datetime | None = None) -> DigestReport | None:
+        """Queue the due digests (every one not already pending, with ``force``) in the
+        outbox; None when no subscription has ``digest``. ``deliver_pending`` sends them."""
+        from trialwatch.monitor.digests import digest_subscriptions, send_due_digests
+
+        config = self.config
+        subscriptions = digest_subscriptions(config.effective_subscriptions(), channel)
+        if not subscriptions:
+            return None
+        return send_due_digests(self.database(), subscriptions, config.schedule.tzinfo,
+                                now=now or datetime.now(UTC), force=force,
+                                base_url=config.web.base_url)
 
     def registry_client(self, **options: Any) -> RegistryClient:
         """The configured client; ``options`` (e.g. the daemon's ``transport``, ``sleep``)

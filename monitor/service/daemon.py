@@ -3,7 +3,8 @@
     main thread ─ config ─ lock ─ schema check ─ scheduler.start() ─ wait for a signal ─ stop
     scheduler   ─ "cycle" job (schedule.interval or schedule.cron; first run at start):
                   sync [watch] ─► run_cycle ─► deliver
-                └ "deliver" job (every delivery.interval): deliver due alerts
+                └ "deliver" job (every delivery.interval): queue the due digests
+                  (``trialwatch.monitor.digests``), deliver due alerts
 
 APScheduler 3 ``BackgroundScheduler`` with two worker threads. Both jobs coalesce missed
 runs into one and never overlap themselves (``max_instances=1``); a missed cycle still runs
