@@ -35,7 +35,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,

@@ -1,0 +1,295 @@
+"""``trialwatch notify digest`` (cron), console digests, digests surviving ``kill -9``, and
+the ordering of event ids with digests on PostgreSQL.
+
+The CLI runs for real (click's runner, or a ``trialwatch`` subprocess for the crash test)
+on a SQLite file, delivering to a real local webhook receiver.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+from docmaker import (
+    SEED_JSON,
+    new_registry_day,
+    record,
+    set_enrollment,
+    set_status,
+    study,
+    write,
+)
+from receivers import WebhookReceiver
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from trialwatch.monitor.cli import cli
+from trialwatch.monitor.config.subscriptions import Subscription
+from trialwatch.monitor.digests import send_due_digests
+from trialwatch.monitor.versioning import Observation, record_observation
+from trialwatch.notifiers.outbox import DeliveryPolicy, deliver_due
+from trialwatch.notifiers.registry import build_channel
+from trialwatch.storage.engine import open_database
+from trialwatch.storage.models import Event, OutboxEntry, Trial
+from trialwatch.storage.schema import ensure_schema
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+UTC_ZONE = ZoneInfo("UTC")
+ENV = {"HOOK_SECRET": SECRET, "TRIALWATCH_LOG_LEVEL": "error"}
+
+
+def write_config(tmp_path: Path, hook: WebhookReceiver, *, digest: bool = True,
+                 console: bool = False) -> Path:
+    text = textwrap.dedent(f"""
+        [database]
+        url = "sqlite:///{tmp_path / 'tw.db'}"
+
+        [channels.ops-hook]
+        type = "webhook"
+        url = "{hook.url}"
+        secret_env = "HOOK_SECRET"
+
+        [channels.team-chat]
+        type = "console"
+
+        [[subscriptions]]
+        channel = "team-chat"
+        """)
+    if digest:
+        text += textwrap.dedent(f"""
+            [[subscriptions]]
+            channel = "{'team-chat' if console else 'ops-hook'}"
+            kinds = "all"
+            digest = "daily"
+            digest_at = "08:00"
+            """)
+    path = tmp_path / "trialwatch.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def trialwatch(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], env=ENV)
+
+
+def ingest_changes(config: Path, tmp_path: Path) -> None:
+    """Version 1 of the seed trial, then version 2: recruiting, enrollment 500."""
+    first = write(study(SEED_JSON), tmp_path / "v1.json")
+    second = write(new_registry_day(set_enrollment(set_status(study(SEED_JSON), "RECRUITING"),
+                                                   500, "ESTIMATED"), "2026-02-01"),
+                   tmp_path / "v2.json")
+    for path in (first, second):
+        result = trialwatch(config, "ingest", "--no-notify", str(path))
+        assert result.exit_code == 0, result.output
+
+
+def digest_rows(tmp_path: Path) -> list[OutboxEntry]:
+    db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
+    try:
+        with db.transaction() as session:
+            rows = list(session.scalars(select(OutboxEntry).where(OutboxEntry.kind == "digest")))
+            session.expunge_all()
+            return rows
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- notify digest
+
+
+def test_notify_digest_now_sends_the_waiting_changes_and_prints_one_line(tmp_path, hook):
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    result = trialwatch(config, "notify", "digest", "--now")
+    assert result.exit_code == 0, result.output
+    (row,) = digest_rows(tmp_path)
+    assert result.output == (f"ops-hook: digest {row.id} (2 change(s) in 1 trial(s)) sent\n")
+    (request,) = hook.requests
+    assert Webhook(SECRET).verify(request.body, request.headers)["type"] == "trials.digest"
+
+
+def test_notify_digest_json_reports_each_digest_and_the_delivery(tmp_path, hook):
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    result = trialwatch(config, "notify", "digest", "ops-hook", "--now", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    (digest,) = body["digests"]
+    assert {k: digest[k] for k in ("channel", "state", "status", "trials", "events")} == {
+        "channel": "ops-hook", "state": "queued", "status": "delivered", "trials": 1,
+        "events": 2}
+    assert digest["id"] == hook.requests[0].headers["webhook-id"]
+    assert body["delivery"] == {"delivered": 1, "retried": 0, "dead": 0}
+
+
+def test_notify_digest_sends_nothing_before_it_is_due(tmp_path, hook):
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    result = trialwatch(config, "notify", "digest")
+    assert result.exit_code == 0, result.output
+    assert result.output == "ops-hook: digest not due yet (--now sends it anyway)\n"
+    assert hook.requests == [] and digest_rows(tmp_path) == []
+
+
+def test_notify_digest_again_right_after_says_there_is_nothing_new(tmp_path, hook):
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    assert trialwatch(config, "notify", "digest", "--now").exit_code == 0
+    result = trialwatch(config, "notify", "digest", "--now")
+    assert result.output == (
+        "ops-hook: no matching changes since the last digest; nothing sent\n")
+    assert len(hook.requests) == 1
+
+
+def test_notify_digest_exits_1_when_the_digest_could_not_be_delivered(tmp_path, hook):
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    hook.fail_times = 1
+    result = trialwatch(config, "notify", "digest", "--now")
+    assert result.exit_code == 1
+    assert "not delivered yet, will retry: webhook" in result.output
+    assert "HTTP 500" in result.output
+
+
+def test_notify_digest_of_an_unknown_channel_is_a_one_line_error(tmp_path, hook):
+    result = trialwatch(write_config(tmp_path, hook), "notify", "digest", "nope")
+    assert result.exit_code != 0
+    assert result.output == ("trialwatch: error: channel nope: not configured "
+                             "(have: ops-hook, team-chat)\n")
+
+
+def test_notify_digest_of_a_channel_without_digest_subscription_says_so(tmp_path, hook):
+    result = trialwatch(write_config(tmp_path, hook), "notify", "digest", "team-chat")
+    assert result.exit_code != 0
+    assert result.output.startswith(
+        "trialwatch: error: channel team-chat: no [[subscriptions]] with digest")
+    assert result.output.count("\n") == 1
+
+
+def test_a_console_digest_prints_the_digest_text(tmp_path, hook):
+    config = write_config(tmp_path, hook, console=True)
+    ingest_changes(config, tmp_path)
+    result = trialwatch(config, "notify", "digest", "team-chat", "--now")
+    assert result.exit_code == 0, result.output
+    assert "[trialwatch] Digest: 2 changes in 1 trial" in result.output
+    assert "Recruitment status: Not yet recruiting → Recruiting" in result.output
+    assert "View the trial: https://clinicaltrials.gov/study/NCT07328581" in result.output
+    assert result.output.rstrip().endswith("sent")
+
+
+# --------------------------------------------------------------------------- kill -9
+
+
+def test_kill_9_during_digest_delivery_sends_it_once_more_with_the_same_id(tmp_path, hook):
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    hook.delay = 5.0  # the receiver has the digest; the sender waits for its answer
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trialwatch.monitor.cli", "--config", str(config), "notify",
+         "digest", "--now"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **ENV})
+    try:
+        deadline = time.monotonic() + 60
+        while not hook.requests and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if process.stderr is not None:
+            process.stderr.close()
+    hook.delay = 0.0
+    (row,) = digest_rows(tmp_path)
+    assert row.status == "pending" and hook.requests[0].headers["webhook-id"] == row.id
+
+    # restarted while the killed process's lease holds: no second digest is built
+    again = trialwatch(config, "notify", "digest", "--now")
+    assert again.exit_code == 1 and "not delivered yet" in again.output
+    assert len(digest_rows(tmp_path)) == 1 and len(hook.requests) == 1
+
+    # the lease expires: the same digest goes out once more, under the same id
+    db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
+    try:
+        channels = {"ops-hook": build_channel("ops-hook", {
+            "type": "webhook", "url": hook.url, "secret_env": "HOOK_SECRET"}, ENV)}
+        later = datetime.now(UTC) + timedelta(hours=1)
+        assert deliver_due(db, channels, DeliveryPolicy(), now=later).delivered == 1
+        with db.transaction() as session:
+            stored = {(nct_id, kind, field, version) for nct_id, kind, field, version in
+                      session.execute(select(Trial.nct_id, Event.kind, Event.field,
+                                             Event.to_version).join(Trial))}
+    finally:
+        db.close()
+    assert trialwatch(config, "notify", "digest", "--now").output.endswith("nothing sent\n")
+    assert [r.headers["webhook-id"] for r in hook.requests] == [row.id, row.id]
+    assert hook.requests[0].body == hook.requests[1].body
+    unique = {r.headers["webhook-id"]: r.json() for r in hook.requests}
+    delivered = {(t["nct_id"], e["kind"], e["field"], e["to_version"])
+                 for body in unique.values() for t in body["trials"] for e in t["events"]}
+    assert delivered == stored
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+def test_a_digest_waits_for_events_whose_ids_were_handed_out_before_it(pg_url):
+    """A transaction handed event ids but not yet committed: a digest built meanwhile must
+    not advance past them (they would never be in any digest)."""
+    db = open_database(pg_url)
+    try:
+        ensure_schema(db)
+        sub = Subscription(channel="ops-hook", kinds=("all",), digest="daily")
+        at = datetime(2026, 12, 1, tzinfo=UTC)
+
+        def observe(doc: dict[str, Any]) -> Observation:
+            return Observation(record=record(doc), raw=b"{}",
+                               raw_format="ctgov-json", source="test", fetched_at=at)
+
+        with db.transaction() as session:
+            record_observation(session, observe(study(SEED_JSON)), subscriptions=[sub])
+        send_due_digests(db, [sub], UTC_ZONE, now=at)
+        holding, release = threading.Event(), threading.Event()
+
+        def slow_writer() -> None:
+            with db.transaction() as session:
+                doc = new_registry_day(set_status(study(SEED_JSON), "RECRUITING"), "2026-02-01")
+                record_observation(session, observe(doc), subscriptions=[sub])
+                session.flush()
+                holding.set()
+                release.wait(30)
+
+        writer = threading.Thread(target=slow_writer)
+        writer.start()
+        assert holding.wait(30)
+        outcome: list[Any] = []
+        digest = threading.Thread(target=lambda: outcome.append(send_due_digests(
+            db, [sub], UTC_ZONE, now=at + timedelta(days=1))))
+        digest.start()
+        digest.join(1.0)
+        assert digest.is_alive()  # waiting for the writer, not building without its events
+        release.set()
+        writer.join(30)
+        digest.join(30)
+        (result,) = outcome[0].outcomes
+        assert (result.state, result.events) == ("queued", 1)
+    finally:
+        db.close()
+
