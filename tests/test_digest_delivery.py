@@ -293,3 +293,45 @@ def test_a_digest_waits_for_events_whose_ids_were_handed_out_before_it(pg_url):
     finally:
         db.close()
 
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def test_the_daemon_sends_a_due_digest_beside_the_per_version_alerts(tmp_path, hook):
+    from daemon_helpers import FIXTURE_NCT, DaemonProcess, base_env, poll
+    from daemon_helpers import trialwatch as command
+    from daemon_helpers import write_config as daemon_config
+    from registry_server import FakeRegistry, load_fixture, make_study
+
+    document = load_fixture(f"{FIXTURE_NCT}.json")
+    with FakeRegistry() as registry:
+        registry.add(make_study(document, FIXTURE_NCT, "2025-04-10"))
+        config = daemon_config(tmp_path / "trialwatch.toml", registry_url=registry.base_url,
+                               hook_url=hook.url, extra=textwrap.dedent("""
+                                   [[subscriptions]]
+                                   channel = "hook"
+                                   kinds = "all"
+                                   digest = "1s"
+                                   """))
+        env = base_env(TRIALWATCH_CTGOV_URL=registry.base_url, TW_TEST_WEBHOOK_SECRET=SECRET)
+        daemon = DaemonProcess(command("--config", str(config), "--db",
+                                       f"sqlite:///{tmp_path / 'tw.db'}", "--log-format",
+                                       "json", "run"), env=env, workdir=tmp_path)
+        try:
+            daemon.wait_for_log("cycle.finished")
+            registry.studies[FIXTURE_NCT] = make_study(document, FIXTURE_NCT, "2025-05-02",
+                                                       overall_status="COMPLETED")
+            registry.data_timestamp = "2026-11-26T09:00:00"
+            queued = daemon.wait_for_log("digest.queued", timeout=20)
+            bodies = poll(lambda: [r.json() for r in hook.requests] if len(hook.requests) >= 2
+                          else None, 20, "the per-version alert and the digest")
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(timeout=20) == 0
+        finally:
+            daemon.kill()
+    by_type = {b["type"]: b for b in bodies}
+    assert set(by_type) == {"trial.changed", "trials.digest"}
+    assert by_type["trials.digest"]["id"] == queued["alert_id"]
+    assert [e["kind"] for t in by_type["trials.digest"]["trials"] for e in t["events"]] == [
+        "status"]
