@@ -18,7 +18,7 @@ pass_app = click.make_pass_decorator(App)
 
 @click.group(cls=HelpGroup)
 def notify() -> None:
-    """Send a test alert, or the due digests, through the configured channels."""
+    """Send a test alert, or the digests that are due."""
 
 
 @notify.command("test")
@@ -56,7 +56,9 @@ def notify_test(app: App, channel: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @pass_app
 def notify_digest(app: App, channel: str | None, force: bool, as_json: bool) -> None:
-    """Queue and deliver the due digests (of every channel, or one): for cron."""
+    """Send the digests that are due (for cron).
+
+    Every channel, or one; --now sends them whether due or not."""
     from trialwatch.monitor.digests import digest_subscriptions
     from trialwatch.notifiers.outbox import deliver_due
 

@@ -9,7 +9,7 @@ Rules filter alerts only: every event is still stored and shown.
 
 ``digest`` turns per-version alerts into one message per period (``daily``, ``weekly`` or a
 duration), optionally at ``digest_at`` (``HH:MM`` in ``schedule.timezone``); the period
-arithmetic is ``digest_due`` here, the sending is ``trialwatch.notifiers.digests``.
+arithmetic is ``digest_due`` here, the sending is ``trialwatch.monitor.digests``.
 """
 
 from __future__ import annotations
