@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from docmaker import (
 from receivers import WebhookReceiver
 from sqlalchemy import select
 from standardwebhooks import Webhook
+from test_crash import kill_when
 
 from trialwatch.monitor.cli import cli
 from trialwatch.monitor.config.subscriptions import Subscription
@@ -195,26 +196,66 @@ def test_a_console_digest_prints_the_digest_text(tmp_path, hook):
 # --------------------------------------------------------------------------- kill -9
 
 
+def notify_digest_process(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trialwatch.monitor.cli", "--config", str(config), "notify",
+         "digest", "--now"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **ENV})
+
+
+def kill_after(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """SIGKILL ``process`` after ``seconds`` unless it ended first (0, or 1 when a digest
+    was left waiting for a retry: the killed run before it still holds its lease)."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        return True
+    finally:
+        if process.stderr is not None:
+            process.stderr.close()
+    assert process.returncode in (0, 1)
+    return False
+
+
+def resume_after_lease(tmp_path: Path, hook: WebhookReceiver) -> None:
+    """Deliver what is due an hour from now (leases of killed processes have expired)."""
+    db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
+    try:
+        delay, hook.delay = hook.delay, 0.0
+        later = datetime.now(UTC) + timedelta(hours=1)
+        deliver_due(db, webhook_channels(hook), DeliveryPolicy(), now=later)
+        hook.delay = delay
+    finally:
+        db.close()
+
+
+def stored_event_keys(db: Any) -> set[tuple[str, str, str, int | None]]:
+    with db.transaction() as session:
+        return {(nct_id, kind, field, version) for nct_id, kind, field, version in
+                session.execute(select(Trial.nct_id, Event.kind, Event.field,
+                                       Event.to_version).join(Trial))}
+
+
+def delivered_event_keys(hook: WebhookReceiver) -> list[tuple[str, str, str, int | None]]:
+    """The events of every distinct digest the receiver got (de-duplicated by id)."""
+    unique = {r.headers["webhook-id"]: r.json() for r in hook.requests}
+    return [(t["nct_id"], e["kind"], e["field"], e["to_version"])
+            for body in unique.values() for t in body["trials"] for e in t["events"]]
+
+
+def webhook_channels(hook: WebhookReceiver) -> dict[str, Any]:
+    return {"ops-hook": build_channel("ops-hook", {
+        "type": "webhook", "url": hook.url, "secret_env": "HOOK_SECRET"}, ENV)}
+
+
 def test_kill_9_during_digest_delivery_sends_it_once_more_with_the_same_id(tmp_path, hook):
     config = write_config(tmp_path, hook)
     ingest_changes(config, tmp_path)
     hook.delay = 5.0  # the receiver has the digest; the sender waits for its answer
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trialwatch.monitor.cli", "--config", str(config), "notify",
-         "digest", "--now"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, **ENV})
-    try:
-        deadline = time.monotonic() + 60
-        while not hook.requests and time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        if process.stderr is not None:
-            process.stderr.close()
+    process = notify_digest_process(config)
+    assert kill_when(process, lambda: bool(hook.requests), random.Random(19))
     hook.delay = 0.0
     (row,) = digest_rows(tmp_path)
     assert row.status == "pending" and hook.requests[0].headers["webhook-id"] == row.id
@@ -227,23 +268,57 @@ def test_kill_9_during_digest_delivery_sends_it_once_more_with_the_same_id(tmp_p
     # the lease expires: the same digest goes out once more, under the same id
     db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
     try:
-        channels = {"ops-hook": build_channel("ops-hook", {
-            "type": "webhook", "url": hook.url, "secret_env": "HOOK_SECRET"}, ENV)}
         later = datetime.now(UTC) + timedelta(hours=1)
-        assert deliver_due(db, channels, DeliveryPolicy(), now=later).delivered == 1
-        with db.transaction() as session:
-            stored = {(nct_id, kind, field, version) for nct_id, kind, field, version in
-                      session.execute(select(Trial.nct_id, Event.kind, Event.field,
-                                             Event.to_version).join(Trial))}
+        assert deliver_due(db, webhook_channels(hook), DeliveryPolicy(), now=later).delivered == 1
+        stored = stored_event_keys(db)
     finally:
         db.close()
     assert trialwatch(config, "notify", "digest", "--now").output.endswith("nothing sent\n")
     assert [r.headers["webhook-id"] for r in hook.requests] == [row.id, row.id]
     assert hook.requests[0].body == hook.requests[1].body
-    unique = {r.headers["webhook-id"]: r.json() for r in hook.requests}
-    delivered = {(t["nct_id"], e["kind"], e["field"], e["to_version"])
-                 for body in unique.values() for t in body["trials"] for e in t["events"]}
-    assert delivered == stored
+    assert set(delivered_event_keys(hook)) == stored
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_of_digest_runs_loses_and_repeats_no_event(tmp_path, hook):
+    """Rounds of: a new version stored, ``notify digest --now`` killed at a random moment
+    (building, sending, marking). Then everything is let through: every stored event is in
+    exactly one distinct digest, and a digest sent twice was sent with the same body."""
+    config = write_config(tmp_path, hook)
+    ingest_changes(config, tmp_path)
+    rng = random.Random(2026)
+    hook.delay = 1.0  # a send takes a second: kills land before, during and after it
+    kills = 0
+    for day in range(10, 22):
+        doc = new_registry_day(set_enrollment(study(SEED_JSON), 100 + day, "ESTIMATED"),
+                               f"2026-02-{day}")
+        result = trialwatch(config, "ingest", "--no-notify", str(write(doc, tmp_path / "v.json")))
+        assert result.exit_code == 0, result.output
+        process = notify_digest_process(config)
+        if kill_after(process, rng.uniform(0.2, 3.0)):
+            kills += 1
+            resume_after_lease(tmp_path, hook)  # a restart once the killed run's lease ran out
+    assert kills >= 3
+    hook.delay = 0.0
+    db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
+    try:
+        later = datetime.now(UTC) + timedelta(hours=1)
+        deliver_due(db, webhook_channels(hook), DeliveryPolicy(), now=later)
+        while True:  # what the killed runs left pending is out; now the rest
+            report = send_due_digests(db, [Subscription(channel="ops-hook", kinds=("all",),
+                                                        digest="daily", digest_at="08:00")],
+                                      UTC_ZONE, now=later, force=True)
+            deliver_due(db, webhook_channels(hook), DeliveryPolicy(), now=later)
+            if [o.state for o in report.outcomes] == ["empty"]:
+                break
+        stored = stored_event_keys(db)
+    finally:
+        db.close()
+    delivered = delivered_event_keys(hook)
+    assert sorted(delivered) == sorted(stored)  # each exactly once
+    bodies: dict[str, bytes] = {}
+    for request in hook.requests:
+        assert bodies.setdefault(request.headers["webhook-id"], request.body) == request.body
 
 
 # --------------------------------------------------------------------------- PostgreSQL
