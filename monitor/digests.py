@@ -48,10 +48,6 @@ from trialwatch.storage.models import DigestWatermark, Event, OutboxEntry, Trial
 
 log = structlog.get_logger(__name__)
 
-#: What ``send_due_digests`` did for one subscription (``DigestOutcome.state``).
-STATES = ("queued", "empty", "not_due", "pending", "started")
-
-
 @dataclass(frozen=True)
 class DigestOutcome:
     """One digest subscription's result: ``queued`` (a digest row written, ``alert_id``),
@@ -73,11 +69,9 @@ class DigestOutcome:
 
 @dataclass
 class DigestReport:
-    outcomes: list[DigestOutcome] = field(default_factory=list)
+    """What one ``send_due_digests`` pass did, per digest subscription."""
 
-    @property
-    def queued(self) -> list[DigestOutcome]:
-        return [o for o in self.outcomes if o.state == "queued"]
+    outcomes: list[DigestOutcome] = field(default_factory=list)
 
 
 def digest_subscriptions(subscriptions: Sequence[Any],

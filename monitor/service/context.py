@@ -188,24 +188,23 @@ class App:
                               system_channels=system_channels(
                                   self.config.effective_subscriptions()))
 
-    def deliver_pending(self, *, digests: bool = True) -> DeliveryReport | None:
-        """Deliver due alerts once, as the daemon would, after queueing the digests that
-        are due (``digests``); failures stay in the outbox."""
+    def deliver_pending(self) -> DeliveryReport | None:
+        """Queue the digests that are due, then deliver due alerts once, as the daemon
+        would; failures stay in the outbox."""
         if not self.config.channels:
             return None
         from trialwatch.notifiers.outbox import deliver_due
 
-        if digests:
-            try:
-                self.send_digests()
-            except CommandError:
-                raise
-            except Exception as exc:  # a database fault: alerts still go; the next pass retries
-                import structlog
+        try:
+            self.send_digests()
+        except CommandError:
+            raise
+        except Exception as exc:  # a database fault: alerts still go; the next pass retries
+            import structlog
 
-                structlog.get_logger("trialwatch").error(
-                    "digests.crashed", error_type=type(exc).__name__,
-                    error=" ".join(str(exc).split())[:500])
+            structlog.get_logger("trialwatch").error(
+                "digests.crashed", error_type=type(exc).__name__,
+                error=" ".join(str(exc).split())[:500])
 
         return deliver_due(self.database(), self.channels, self.delivery_policy,
                            base_url=self.config.web.base_url)
