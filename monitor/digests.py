@@ -37,10 +37,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.config.subscriptions import Subscription, digest_due
-from trialwatch.monitor.events import KINDS, SEVERITIES
+from trialwatch.monitor.events import KINDS, SEVERITIES, event_json
 from trialwatch.monitor.versioning import iso_utc
 from trialwatch.notifiers.base import DigestTrial, dashboard_link
-from trialwatch.notifiers.outbox import event_json
 from trialwatch.storage import event_ids, watermarks
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database

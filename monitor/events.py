@@ -29,6 +29,16 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def event_json(nct_id: str, row: Any) -> dict[str, Any]:
+    """A stored event (a ``storage.models.Event`` row, or anything with its attributes) as
+    DESIGN.md's event JSON, with its measures (``days``, ``percent``)."""
+    return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
+            "new": row.new, **measures(row.kind, row.old, row.new),
+            "severity": row.severity, "from_version": row.from_version,
+            "to_version": row.to_version, "detected_at": iso_utc(row.detected_at),
+            "summary": row.summary}
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
     """One change, as DESIGN.md's event JSON. Versions are filled in when it is stored."""

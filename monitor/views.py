@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from trialwatch.monitor.events import KINDS, SEVERITY_RANK, iso_utc, measures
+from trialwatch.monitor.events import KINDS, SEVERITY_RANK, event_json, iso_utc
 from trialwatch.monitor.health import health_json
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.storage import repository as repo
@@ -40,15 +40,6 @@ class BadVersions(ValueError):
 
 def study_url(nct_id: str) -> str:
     return STUDY_URL.format(nct_id=nct_id)
-
-
-def event_json(nct_id: str, row: Any) -> dict[str, Any]:
-    """A stored event row as DESIGN.md event JSON."""
-    return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
-            "new": row.new, **measures(row.kind, row.old, row.new),
-            "severity": row.severity, "from_version": row.from_version,
-            "to_version": row.to_version, "detected_at": iso_utc(row.detected_at),
-            "summary": row.summary}
 
 
 def event_order(event: Mapping[str, Any]) -> tuple[int, int, str]:

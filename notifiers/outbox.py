@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from sqlalchemy import or_, select, update
 
-from trialwatch.monitor.events import iso_utc, measures
+from trialwatch.monitor.events import event_json
 from trialwatch.notifiers import health
 from trialwatch.notifiers.base import Alert, DigestTrial, Notifier, dashboard_link
 from trialwatch.storage import repository as repo
@@ -148,15 +148,6 @@ def alert_from_payload(alert_id: str, channel: str, kind: str, payload: Mapping[
                      trials=trials, period=period, done_targets=done_targets)
     return Alert(id=alert_id, channel=channel, nct_id="", title=None, version=0, events=(),
                  kind="system", system=dict(payload), done_targets=done_targets)
-
-
-def event_json(nct_id: str, row: Any) -> dict[str, Any]:
-    """A stored event (``models.Event``) as DESIGN.md's event JSON, with its measures."""
-    detected = iso_utc(row.detected_at)
-    return {"nct_id": nct_id, "kind": row.kind, "field": row.field, "old": row.old,
-            "new": row.new, **measures(row.kind, row.old, row.new),
-            "severity": row.severity, "from_version": row.from_version,
-            "to_version": row.to_version, "detected_at": detected, "summary": row.summary}
 
 
 def _send_one(db: Database, notifier: Notifier, alert: Alert, policy: DeliveryPolicy,
