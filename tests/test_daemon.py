@@ -14,8 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +25,7 @@ from daemon_helpers import (
     DaemonProcess,
     WebhookReceiver,
     base_env,
+    http_get,
     poll,
     trialwatch,
     write_config,
@@ -111,14 +110,6 @@ def workspace(tmp_path: Path, registry: FakeRegistry,
 
 def status_events(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in body["events"] if e["kind"] == "status"]
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 # ---------------------------------------------------------------------- the service

@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from daemon_helpers import http_get
 from receivers import Mailbox, WebhookReceiver, smtp_mailbox, webhook_receiver
 from registry_server import FakeRegistry, Fault, load_fixture, make_study, nct
 from sqlalchemy import select
@@ -478,14 +477,6 @@ def test_failing_after_failed_attempts_in_a_row_flip_a_channel_before_anything_i
         "monitor.system", "channel:ops-hook", "failing")
     assert "HTTP 500" in body["reason"]
     assert [r.channel for r in system_rows(db) if r.id != "msg_one"] == ["backup-hook"]
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_healthz_is_503_while_the_checks_are_failing_and_200_after(
