@@ -171,6 +171,19 @@ class DeliveryError(Exception):
     """
 
 
+class PartialDelivery(DeliveryError):
+    """Some destinations of a multi-target channel (Apprise URLs) got the alert, others not.
+
+    ``done`` holds the target keys that have the alert now: this attempt's successes plus
+    the alert's ``done_targets``. The outbox stores them with the retry, so the retry goes
+    only to the targets that failed.
+    """
+
+    def __init__(self, message: str, done: frozenset[str]) -> None:
+        super().__init__(message)
+        self.done = done
+
+
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 #: The name of an environment variable (for ``password_env`` / ``secret_env`` fields).

@@ -32,7 +32,13 @@ from sqlalchemy import or_, select, update
 
 from trialwatch.monitor.events import event_json
 from trialwatch.notifiers import health
-from trialwatch.notifiers.base import Alert, DigestTrial, Notifier, dashboard_link
+from trialwatch.notifiers.base import (
+    Alert,
+    DigestTrial,
+    Notifier,
+    PartialDelivery,
+    dashboard_link,
+)
 from trialwatch.storage import repository as repo
 from trialwatch.storage import watermarks
 from trialwatch.storage.engine import Database
@@ -157,7 +163,8 @@ def _send_one(db: Database, notifier: Notifier, alert: Alert, policy: DeliveryPo
         notifier.send(alert)
     except Exception as exc:
         error = " ".join(str(exc).split()) or type(exc).__name__
-        if _mark_failed(db, alert.id, error, policy, report) == "dead":
+        done = exc.done if isinstance(exc, PartialDelivery) else frozenset()
+        if _mark_failed(db, alert.id, error, policy, report, done) == "dead":
             report.dead += 1
             bound.error("alert.dead", error=error)
         else:
@@ -191,8 +198,12 @@ def _mark_delivered(db: Database, alert: Alert, policy: DeliveryPolicy = Deliver
 
 
 def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy,
-                 report: DeliveryReport | None = None) -> str:
-    """Count the failed attempt; returns the row's new status ("pending" or "dead")."""
+                 report: DeliveryReport | None = None,
+                 done: frozenset[str] = frozenset()) -> str:
+    """Count the failed attempt; returns the row's new status ("pending" or "dead").
+
+    ``done``: targets of a multi-target channel that have the alert now (``PartialDelivery``);
+    added to the row's ``done_targets`` in this same transaction, so the retry skips them."""
     now = datetime.now(UTC)
     with db.transaction() as session:
         row = session.get(OutboxEntry, alert_id)
@@ -201,6 +212,8 @@ def _mark_failed(db: Database, alert_id: str, error: str, policy: DeliveryPolicy
         row.attempts += 1
         row.last_error = error[:2000]
         row.lease_until = None
+        if done:
+            row.done_targets = sorted(set(row.done_targets or ()) | done)
         if row.attempts >= policy.max_attempts:
             row.status = "dead"
         else:

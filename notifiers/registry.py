@@ -1,6 +1,7 @@
 """Which notifier types exist, and building a channel from its ``[channels.X]`` table.
 
-Built-ins (``console``, ``email``, ``webhook``) plus classes published by other
+Built-ins (``apprise``, ``console``, ``email``, ``webhook``; ``apprise`` needs the extra
+``trialwatch[apprise]`` only when a channel uses it) plus classes published by other
 distributions under the entry-point group ``trialwatch.notifiers``::
 
     [project.entry-points."trialwatch.notifiers"]
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
+from trialwatch.notifiers.apprise import AppriseNotifier
 from trialwatch.notifiers.base import ConfigurationError, Notifier
 from trialwatch.notifiers.console import ConsoleNotifier
 from trialwatch.notifiers.email import EmailNotifier
@@ -31,7 +33,7 @@ from trialwatch.notifiers.webhook import WebhookNotifier
 ENTRY_POINT_GROUP = "trialwatch.notifiers"
 
 BUILTINS: Mapping[str, type[Notifier]] = MappingProxyType(
-    {cls.name: cls for cls in (ConsoleNotifier, EmailNotifier, WebhookNotifier)}
+    {cls.name: cls for cls in (AppriseNotifier, ConsoleNotifier, EmailNotifier, WebhookNotifier)}
 )
 
 

@@ -7,7 +7,9 @@ such text into output cleans it on the way:
 * ``clean_line`` — one line, control and bidi-override characters removed (headers, subjects);
 * ``clean_text`` — the same but keeps newlines and tabs (plain-text bodies, terminals);
 * ``html`` — formats a literal template, escaping every value that is not already ``Html``
-  (the urlwatch ``SafeHtml`` idea), so forgetting to escape is not possible.
+  (the urlwatch ``SafeHtml`` idea), so forgetting to escape is not possible;
+* ``escape_markdown`` — one line with every Markdown-significant character backslash-escaped
+  (``message_blocks`` / ``render_markdown``: the bodies Apprise sends to chat services).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import html as _html
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, LiteralString
 
 from trialwatch.notifiers.base import Alert
@@ -252,3 +256,153 @@ def render_html(alert: Alert, prefix: str = "[trialwatch]") -> str:
         events=events,
         links=_links_html(alert.url, alert.dashboard_url),
     ))
+
+
+# --- Markdown (Apprise) ----------------------------------------------------------------------
+
+#: CommonMark punctuation that registry text could use to make markup, links or raw HTML.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!])")
+
+
+def escape_markdown(value: object, limit: int | None = None) -> str:
+    r"""``value`` as one line of literal Markdown text: cleaned like ``clean_line``, then
+    every character that could start markup, a link or raw HTML backslash-escaped
+    (``<b>`` → ``\<b\>``), as CommonMark defines backslash escapes."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", clean_line(value, limit))
+
+
+def _markdown_url(url: str) -> str:
+    """A link destination that cannot end the link early or break out of it."""
+    return "".join(f"%{ord(c):02X}" if c in " ()<>\\" or ord(c) < 33 else c
+                   for c in clean_line(url))
+
+
+@dataclass(frozen=True)
+class Block:
+    """One line (an event: its lines) of a Markdown or plain-text message. ``change``: it
+    shows one change event; ``link``: where the rest of the message can be read (the
+    dashboard's diff when known, else the trial's ClinicalTrials.gov page)."""
+
+    text: str
+    change: bool = False
+    link: str = ""
+
+
+class _Style:
+    """Markdown or plain text: how a message's parts are written."""
+
+    def __init__(self, markdown: bool) -> None:
+        self.markdown = markdown
+
+    def text(self, value: object, limit: int | None = None) -> str:
+        return escape_markdown(value, limit) if self.markdown else clean_line(value, limit)
+
+    def bold(self, text: str) -> str:
+        return f"**{text}**" if self.markdown and text else text
+
+    def link(self, label: str, url: str) -> str:
+        return f"[{label}]({_markdown_url(url)})" if self.markdown else f"{label}: {url}"
+
+
+def _event_blocks(style: _Style, events: Iterable[Mapping[str, Any]], link: str) -> list[Block]:
+    blocks = []
+    for event in events:
+        severity = clean_line(event.get("severity", ""), 20)
+        marker = f"{style.bold(style.text(severity))} · " if severity else ""
+        text = f"- {marker}{style.text(event.get('summary', ''), 500)}"
+        if (change := _change_line(event)) is not None:
+            text += f"\n  {style.text(change)}"
+        blocks.append(Block(text, change=True, link=link))
+    return blocks
+
+
+def _link_block(style: _Style, url: str, dashboard_url: str | None, label: str) -> Block:
+    links = [style.link("View the trial on ClinicalTrials.gov", url)]
+    if dashboard_url:
+        links.append(style.link(label, dashboard_url))
+    return Block(" · ".join(links) if style.markdown else "\n".join(links),
+                 link=dashboard_url or url)
+
+
+def message_blocks(alert: Alert, *, markdown: bool = True) -> list[Block]:
+    """The message for chat services (Apprise) as blocks separated by blank lines: a trial
+    alert (title, version, each change, links), a digest (each trial in turn) or a system
+    alert. All registry text escaped (``markdown``) or cleaned to plain lines."""
+    style = _Style(markdown)
+    if alert.kind == "system":
+        info = alert.system or {}
+        blocks = [Block(style.bold(style.text(info.get("summary", ""), 1000)))]
+        if info.get("since"):
+            blocks.append(Block(f"Since: {style.text(info['since'], 40)}"))
+        if info.get("reason"):
+            blocks.append(Block(f"Reason: {style.text(info['reason'], 1000)}"))
+        return blocks
+    if alert.kind == "digest":
+        blocks = [Block(style.bold(style.text(alert.headline)))]
+        if alert.period:
+            blocks.append(Block(f"From {style.text(alert.period[0])} to "
+                                f"{style.text(alert.period[1])}"))
+        for trial in alert.trials:
+            link = trial.dashboard_url or trial.url
+            title = style.text(trial.title, 500) if trial.title else "(untitled trial)"
+            blocks.append(Block(style.bold(f"{style.text(trial.nct_id)} — {title}"), link=link))
+            blocks += _event_blocks(style, trial.events, link)
+            blocks.append(_link_block(style, trial.url, trial.dashboard_url,
+                                      "See the changes on the dashboard"))
+        return blocks
+    link = alert.dashboard_url or alert.url
+    blocks = [Block(style.text(_test_notice(alert)), link=link)] if alert.test else []
+    blocks.append(Block(style.bold(f"{style.text(alert.nct_id)} — {style.text(title_of(alert))}"),
+                        link=link))
+    if not alert.test:
+        blocks.append(Block(f"Version {alert.version}", link=link))
+    blocks += _event_blocks(style, alert.events, link)
+    blocks.append(_link_block(style, alert.url, alert.dashboard_url,
+                              "See the change on the dashboard"))
+    return blocks
+
+
+def _separator(blocks: Sequence[Block], index: int) -> int:
+    """Newlines before block ``index``: events follow each other line by line."""
+    return 1 if blocks[index].change and blocks[index - 1].change else 2
+
+
+def join_blocks(blocks: Sequence[Block]) -> str:
+    """Blocks as one message: events one per line, other blocks a paragraph each."""
+    text = ""
+    for index, block in enumerate(blocks):
+        if index:
+            text += "\n" * _separator(blocks, index)
+        text += block.text
+    return text + "\n"
+
+
+def render_markdown(alert: Alert) -> str:
+    """The Markdown body (Apprise): like ``render_text``, with registry text escaped."""
+    return join_blocks(message_blocks(alert, markdown=True))
+
+
+def shorten(blocks: Sequence[Block], limit: int) -> str:
+    """The message in at most ``limit`` characters: whole if it fits, else cut after the
+    last block that fits and ended with ``… N more changes: <link>`` (N = change events cut,
+    the link where they can be read), so nothing is dropped silently."""
+    full = join_blocks(blocks)
+    if len(full) <= limit:
+        return full
+    ends, total = [], 0  # ends[i]: length of the first i + 1 blocks joined
+    for index, block in enumerate(blocks):
+        total += len(block.text) + (_separator(blocks, index) if index else 0)
+        ends.append(total)
+    tail = ""
+    for keep in range(min(bisect_right(ends, limit), len(blocks) - 1), -1, -1):
+        cut = blocks[keep:]
+        count = sum(1 for b in cut if b.change)
+        link = next((b.link for b in cut if b.link), "") or next(
+            (b.link for b in blocks if b.link), "")
+        more = f"{count} more change{'s' if count != 1 else ''}" if count else "more"
+        tail = f"… {more}: {link}" if link else f"… {more}"
+        head = join_blocks(blocks[:keep]).rstrip("\n") if keep else ""
+        text = f"{head}\n\n{tail}\n" if head else f"{tail}\n"
+        if len(text) <= limit:
+            return text
+    return tail[: max(limit, 0)]
