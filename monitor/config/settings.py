@@ -99,7 +99,8 @@ DEFAULT_CTGOV_HISTORY_URL = "https://clinicaltrials.gov/api/int"
 
 Severity = Literal["low", "medium", "high"]
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key",
-                 "authorization")  # a webhook's headers.Authorization holds a credential
+                 "authorization",  # a webhook's headers.Authorization holds a credential
+                 "urls")  # an apprise channel's URLs carry the services' tokens
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
