@@ -405,4 +405,6 @@ def shorten(blocks: Sequence[Block], limit: int) -> str:
         text = f"{head}\n\n{tail}\n" if head else f"{tail}\n"
         if len(text) <= limit:
             return text
-    return tail[: max(limit, 0)]
+    # not even the note fits (an SMS-sized limit): the link alone, else what fits of the note
+    link = next((b.link for b in blocks if b.link), "")
+    return link if link and len(link) <= limit else tail[: max(limit, 0)]

@@ -375,9 +375,10 @@ def test_sample_config_is_valid_with_every_setting_enabled() -> None:
     sample = (Path(__file__).parents[1] / "deploy" / "trialwatch.toml").read_text()
     assert parse_config(tomllib.loads(sample), env={}).channels == {}  # all commented out
     enabled = re.sub(r"(?m)^#(?=[\[a-z])", "", sample)
-    env = {"TRIALWATCH_SMTP_PASSWORD": "pw-long-enough", "TRIALWATCH_WEBHOOK_SECRET": SECRET}
+    env = {"TRIALWATCH_SMTP_PASSWORD": "pw-long-enough", "TRIALWATCH_WEBHOOK_SECRET": SECRET,
+           "TRIALWATCH_CHAT_URLS": "json://127.0.0.1:9/hook, ntfy://ntfy.example.org/trials"}
     config = parse_config(tomllib.loads(enabled), env=env)
-    assert set(config.channels) == {"team-mail", "ops-hook", "terminal"}
+    assert set(config.channels) == {"team-mail", "ops-hook", "terminal", "chat"}
     assert config.subscriptions[0].queries == ("lupus-cart",)
     tables = {name: {"type": c.type, **c.settings} for name, c in config.channels.items()}
     assert set(build_channels(tables, env)) == set(config.channels)
@@ -387,6 +388,7 @@ def test_sample_config_shows_every_key() -> None:
     from pydantic import BaseModel
 
     from trialwatch.monitor.config import settings
+    from trialwatch.notifiers.apprise import AppriseConfig
     from trialwatch.notifiers.console import ConsoleConfig
     from trialwatch.notifiers.email import EmailConfig
     from trialwatch.notifiers.webhook import WebhookConfig
@@ -396,7 +398,7 @@ def test_sample_config_shows_every_key() -> None:
         settings.DatabaseConfig, settings.CtgovConfig, settings.ScheduleConfig,
         settings.WatchConfig, settings.Subscription, settings.DeliveryConfig,
         settings.LoggingConfig, settings.AlertsConfig, settings.WebConfig, EmailConfig,
-        WebhookConfig, ConsoleConfig]
+        WebhookConfig, ConsoleConfig, AppriseConfig]
     keys = {field.alias or name for model in models
             for name, field in model.model_fields.items()}
     assert sorted(k for k in keys if f"{k} = " not in sample) == []
