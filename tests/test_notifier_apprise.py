@@ -333,3 +333,15 @@ def test_digest_and_system_alerts_render_for_chat(hook):
     body = hook.requests[0].json()["message"]
     assert body.startswith("**Checks are failing since 06:00**")
     assert "Reason: registry answered 503" in body
+
+
+def test_the_readme_slack_and_teams_examples_are_urls_apprise_accepts():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Apprise: Slack, Teams"):]
+    (line,) = [ln for ln in section.splitlines() if ln.startswith("export TRIALWATCH_CHAT_URLS=")]
+    urls = line.split("=", 1)[1].strip('"')
+    notifier = channel({"TRIALWATCH_CHAT_URLS": urls}, urls_env="TRIALWATCH_CHAT_URLS")
+    assert [t.label for t in notifier.targets] == [
+        "Slack (slack://)",
+        "Power Automate / Workflows (for MSTeams) "
+        "(workflows://prod-161.westeurope.logic.azure.com:443)"]
