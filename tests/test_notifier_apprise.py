@@ -161,11 +161,11 @@ def test_when_every_service_fails_nothing_is_marked_done(hook):
     assert not isinstance(caught.value, PartialDelivery)
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, db_url: str | None = None) -> Path:
     path = tmp_path / "trialwatch.toml"
     path.write_text(textwrap.dedent(f"""
         [database]
-        url = "sqlite:///{tmp_path / 'tw.db'}"
+        url = "{db_url or f'sqlite:///{tmp_path / "tw.db"}'}"
         [delivery]
         backoff = "30s"
         [channels.chat]
@@ -176,16 +176,17 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_retry_goes_only_to_the_service_that_failed(tmp_path, hook, second_hook):
+def test_a_retry_goes_only_to_the_service_that_failed(tmp_path, hook, second_hook, backend_url):
+    """On a real SQLite file and on PostgreSQL: the done targets live in the outbox row."""
     second_hook.fail_times = 1
     env = {"CHAT_URLS": f"{json_url(hook)} {json_url(second_hook)}"}
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, backend_url)
     for path in (SEED, CONSTRUCTED, recruiting_copy(tmp_path)):
         result = CliRunner().invoke(cli, ["--config", str(config), "ingest", str(path)], env=env)
         assert result.exit_code == 0, result.output
     # ingest delivered once: the first receiver has the alert, the second answered 500
     assert len(hook.requests) == 1 and len(second_hook.requests) == 1
-    db = open_database(f"sqlite:///{tmp_path / 'tw.db'}")
+    db = open_database(backend_url)
     with db.transaction() as session:
         (row,) = session.query(OutboxEntry).all()
         alert_id = row.id
