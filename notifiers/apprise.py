@@ -188,7 +188,9 @@ class AppriseNotifier:
             raise ConfigurationError(key, problem)
         plugin.socket_connect_timeout = self.config.timeout
         plugin.socket_read_timeout = self.config.timeout
-        return Target(target_key(url), _label(plugin, scheme), plugin, _secrets_of(url))
+        label = _label(plugin, scheme)  # the host it shows is no secret: leave it readable
+        secrets = tuple(part for part in _secrets_of(url) if part not in label)
+        return Target(target_key(url), label, plugin, secrets)
 
     def __repr__(self) -> str:
         return f"AppriseNotifier(targets={[t.label for t in self.targets]!r})"
