@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -234,19 +237,51 @@ class AppriseNotifier:
         notifier.add(target.plugin)
         body_format = apprise.NotifyFormat.MARKDOWN if markdown else apprise.NotifyFormat.TEXT
         try:
-            with apprise.LogCapture(level=apprise.logging.WARNING, fmt="%(message)s") as logs:
+            with _warnings_of_this_send() as said:
                 ok = bool(notifier.notify(body=body, title=title, body_format=body_format))
-                said = logs.getvalue()
         except Exception as exc:  # a service plugin failing in its own way
-            ok, said = False, f"{type(exc).__name__}: {exc}"
+            ok, said = False, [f"{type(exc).__name__}: {exc}"]
         if ok:
             return None
         return f"{target.label} failed" + _reason(said, target.secrets)
 
 
-def _reason(log_text: str, secrets: Sequence[str]) -> str:
+#: The warnings list of the send running in this context; Apprise runs services in worker
+#: threads but carries the caller's context into them, so concurrent sends stay apart.
+_SEND_WARNINGS: ContextVar[list[str] | None] = ContextVar("trialwatch_apprise_warnings",
+                                                          default=None)
+
+
+class _SendWarnings(logging.Handler):
+    """Collects the ``apprise`` logger's warnings that belong to one send."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _SEND_WARNINGS.get() is self.lines:
+            self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _warnings_of_this_send() -> Iterator[list[str]]:
+    """What Apprise warns about while the block runs (why a service failed)."""
+    lines: list[str] = []
+    handler = _SendWarnings(lines)
+    logger = logging.getLogger("apprise")
+    token = _SEND_WARNINGS.set(lines)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        _SEND_WARNINGS.reset(token)
+
+
+def _reason(warnings: Sequence[str], secrets: Sequence[str]) -> str:
     """Apprise's last warning, one line, tokens of the URL masked."""
-    lines = [" ".join(line.split()) for line in log_text.splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in warnings if line.strip()]
     if not lines:
         return ""
     return ": " + clean_line(mask_values(lines[-1], secrets), 300)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +161,39 @@ def test_when_every_service_fails_nothing_is_marked_done(hook):
     with pytest.raises(DeliveryError) as caught:
         channel(urls=[json_url(hook)]).send(sample_alert())
     assert not isinstance(caught.value, PartialDelivery)
+
+
+def test_a_service_slower_than_the_timeout_fails_in_time(hook):
+    hook.delay = 5
+    notifier = channel(urls=[json_url(hook)], timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError, match=r"^apprise: JSON \(json://127\.0\.0\.1:\d+\) failed"):
+        notifier.send(sample_alert())
+    assert time.monotonic() - started < 3
+
+
+def test_failure_reasons_of_concurrent_sends_stay_with_their_own_service(hook, second_hook):
+    hook.fail_times, hook.fail_status = 100, 500
+    second_hook.fail_times, second_hook.fail_status = 100, 404
+    notifiers = {"first": channel(urls=[json_url(hook)]),
+                 "second": channel(urls=[json_url(second_hook)])}
+    errors: dict[str, list[str]] = {"first": [], "second": []}
+
+    def send(name: str) -> None:
+        for _ in range(5):
+            try:
+                notifiers[name].send(sample_alert())
+            except DeliveryError as exc:
+                errors[name].append(str(exc))
+
+    threads = [threading.Thread(target=send, args=(name,)) for name in notifiers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(errors["first"]) == len(errors["second"]) == 5
+    assert all("error=500" in e and "error=404" not in e for e in errors["first"])
+    assert all("error=404" in e and "error=500" not in e for e in errors["second"])
 
 
 def write_config(tmp_path: Path, db_url: str | None = None) -> Path:
