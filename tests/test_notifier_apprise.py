@@ -99,6 +99,19 @@ def test_registry_text_cannot_make_markup_or_links_in_the_body(hook):
     assert "<script>" not in body
 
 
+def test_a_text_only_service_gets_plain_text_without_markdown_escapes(hook):
+    hook.status = 200  # ntfy answers 200
+    url = f"ntfy://{hook.url.removeprefix('http://').split('/')[0]}/trials"
+    notifier = channel(urls=[url])
+    assert not notifier.targets[0].takes_markdown  # Apprise's ntfy plugin sends text
+    notifier.send(sample_alert(title="A *b* <c>"))
+    posted = hook.requests[0].json()
+    assert posted["topic"] == "trials"
+    assert posted["message"].startswith("NCT07328581 — A *b* <c>\n\nVersion 2\n\n- high · ")
+    assert "View the trial on ClinicalTrials.gov: https://clinicaltrials.gov/study/NCT07328581" \
+        in posted["message"]
+
+
 def test_title_prefix_is_configurable(hook):
     channel(urls=[json_url(hook)], title_prefix="[lupus]").send(sample_alert())
     assert hook.requests[0].json()["title"].startswith("[lupus] NCT07328581 — ")
