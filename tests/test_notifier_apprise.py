@@ -393,4 +393,4 @@ def test_the_readme_slack_and_teams_examples_are_urls_apprise_accepts():
     assert [t.label for t in notifier.targets] == [
         "Slack (slack://)",
         "Power Automate / Workflows (for MSTeams) "
-        "(workflows://prod-161.westeurope.logic.azure.com:443)"]
+        "(workflows://your-env.westeurope.logic.azure.com:443)"]

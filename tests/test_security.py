@@ -244,7 +244,7 @@ def test_an_authorization_header_value_is_never_logged(tmp_path):
     ('[channels.hook]\ntype = "webhook"\nurl = "https://example.org/h"\n'
      'headers = {{ Authorization = "Bearer {secret}" }}', "channels.hook.headers.Authorization"),
     ('[database]\nurl = "postgresql://tw:{secret}@db.example.org/tw"', "database.url"),
-    ('[channels.chat]\ntype = "apprise"\nurls = ["slack://T1JJ3T3L2/A1BRTD4JD/{secret}"]',
+    ('[channels.chat]\ntype = "apprise"\nurls = ["slack://TTEAMID000/BHOOKID000/{secret}"]',
      "channels.chat.urls"),
 ], ids=["email-password", "webhook-secret", "authorization-header", "database-url",
         "apprise-urls"])
