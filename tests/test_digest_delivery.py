@@ -119,7 +119,7 @@ def test_notify_digest_now_sends_the_waiting_changes_and_prints_one_line(tmp_pat
     result = trialwatch(config, "notify", "digest", "--now")
     assert result.exit_code == 0, result.output
     (row,) = digest_rows(tmp_path)
-    assert result.output == (f"ops-hook: digest {row.id} (2 change(s) in 1 trial(s)) sent\n")
+    assert result.output == (f"ops-hook: digest {row.id} (2 changes in 1 trial) sent\n")
     (request,) = hook.requests
     assert Webhook(SECRET).verify(request.body, request.headers)["type"] == "trials.digest"
 

@@ -98,6 +98,10 @@ def _row_state(app: App, alert_id: str | None) -> dict[str, str | None]:
                 "last_error": row.last_error if row else None}
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _digest_line(row: dict[str, Any]) -> str:
     channel, state = row["channel"], row["state"]
     if state == "started":
@@ -108,7 +112,7 @@ def _digest_line(row: dict[str, Any]) -> str:
         return f"{channel}: no matching changes since the last digest; nothing sent"
     what = f"digest {row['id']}"
     if state == "queued":
-        what += f" ({row['events']} change(s) in {row['trials']} trial(s))"
+        what += f" ({_count(row['events'], 'change')} in {_count(row['trials'], 'trial')})"
     if row["status"] == "delivered":
         return f"{channel}: {what} sent"
     if row["status"] == "dead":
