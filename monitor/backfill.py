@@ -276,6 +276,7 @@ class _Job:
         else:
             trial.latest_version = self.start_version
             trial.title, trial.overall_status, trial.phases = self.summary
+            repo.refresh_last_change(session, trial)
         return True
 
 
@@ -397,7 +398,7 @@ def _add_historical_events(session: Session, trial: Trial, old: TrialRecord,
                for e in sorted(diff_records(old, new), key=sort_key)]
     if stamped:
         repo.add_events(session, trial, (e.to_json() for e in stamped),
-                        detected_at=detected, historical=True)
+                        detected_at=detected, posted=new.last_update_posted, historical=True)
     return len(stamped)
 
 

@@ -113,6 +113,13 @@ def _count(value: Any) -> int | None:
     return int(value)
 
 
+def change_rank(kind: str | None, severity: str | None) -> tuple[int, int]:
+    """How a change ranks among others (smaller first): most severe, then by kind order;
+    an unknown severity counts as low, an unknown kind comes last."""
+    return (-SEVERITY_RANK.get(severity or "", 0),
+            KINDS.index(kind) if kind in KINDS else len(KINDS))
+
+
 def sort_key(event: ChangeEvent) -> tuple[int, int, str, str]:
     """Most severe first, then by kind order and field: stable, deterministic output."""
     return (-SEVERITY_RANK[event.severity], KINDS.index(event.kind), event.field, event.summary)

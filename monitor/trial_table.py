@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.selectable import ScalarSelect
 
-from trialwatch.monitor.events import KINDS, SEVERITIES, SEVERITY_RANK, iso_utc
-from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial, Version
+from trialwatch.monitor.events import iso_utc
+from trialwatch.storage.models import Event, QueryMatch, SavedQuery, Trial
 
 
 def normalize_status(text: str) -> str:
@@ -35,13 +34,13 @@ def trial_rows(session: Session, *, status: str | None = None, kind: str | None 
                declared: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``list --json``: the trials that pass every filter given, by NCT ID.
 
-    Plain rows, not ORM objects: ``list`` of 10,000 trials is a one-shot command, and
-    building 10,000 tracked ``Trial`` instances was a third of its time (bench/oneshot.py).
-    Last changes are read for the same filter as a subquery, not a list of 10,000 bound
-    IDs (SQLite allows at most 32,766 parameters)."""
-    stmt = select(Trial.id, Trial.nct_id, Trial.title, Trial.overall_status, Trial.phases,
-                  Trial.latest_version, Trial.watched,
-                  Trial.removed_at.is_not(None)).order_by(Trial.nct_id)
+    One query of the ``trials`` table, plain rows: ``list`` of 10,000 trials is a one-shot
+    command (bench/oneshot.py). The phase and the last change are kept on each trial when
+    its versions and events are stored (``trialwatch.storage.repository.add_events``)."""
+    stmt = select(Trial.nct_id, Trial.title, Trial.overall_status, Trial.phases,
+                  Trial.latest_version, Trial.watched, Trial.removed_at.is_not(None),
+                  Trial.last_change_version, Trial.last_change_kind, Trial.last_change_date,
+                  ).order_by(Trial.nct_id)
     if watched_only:
         stmt = stmt.where(Trial.watched.is_(True))
     if status:
@@ -52,15 +51,15 @@ def trial_rows(session: Session, *, status: str | None = None, kind: str | None 
         stmt = stmt.where(Trial.id.in_(
             select(QueryMatch.trial_id).join(SavedQuery, SavedQuery.id == QueryMatch.query_id)
             .where(SavedQuery.name == query)))
-    trials = session.connection().execute(stmt).all()
-    ids = stmt.with_only_columns(Trial.id).order_by(None).scalar_subquery()
-    changes = _last_changes(session, ids) if trials else {}
     rows: list[dict[str, Any]] = [
         {"nct_id": nct_id, "title": title, "status": overall_status,
          "latest_version": latest or None, "watched": watched,
-         "phase": phases.split(",") if phases else None, "last_change": changes.get(trial_id),
+         "phase": phases.split(",") if phases else None,
+         "last_change": {"date": day, "kind": change, "version": changed}
+         if changed is not None else None,
          "removed": removed}
-        for trial_id, nct_id, title, overall_status, phases, latest, watched, removed in trials]
+        for nct_id, title, overall_status, phases, latest, watched, removed, changed, change, day
+        in session.connection().execute(stmt)]
     if not (status or kind or query):
         known = set(session.scalars(select(Trial.nct_id).where(
             Trial.nct_id.in_(list(declared))))) if declared else set()
@@ -69,38 +68,6 @@ def trial_rows(session: Session, *, status: str | None = None, kind: str | None 
                  for nct_id in dict.fromkeys(declared) if nct_id not in known]
         rows.sort(key=lambda row: str(row["nct_id"]))
     return rows
-
-
-def _last_changes(session: Session, trial_ids: ScalarSelect[int]) -> dict[int, dict[str, Any]]:
-    """Per trial: the newest version that brought events, its date (the registry's posting
-    date of that version, else the day it was detected) and its most severe event's kind.
-
-    The database picks the kind: ``MIN`` of a rank that orders severity, then the kind's
-    place in ``KINDS`` (one row per trial comes back, not one per event)."""
-    newest = (select(Event.trial_id, func.max(Event.to_version).label("version"))
-              .where(Event.trial_id.in_(trial_ids)).group_by(Event.trial_id).subquery())
-    of_newest = (newest.c.trial_id == Event.trial_id) & (newest.c.version == Event.to_version)
-    its_version = (Version.trial_id == Event.trial_id) & (Version.version == Event.to_version)
-    places = len(KINDS) + 1
-    rank = (case({name: (len(SEVERITIES) - 1 - n) * places for name, n in SEVERITY_RANK.items()},
-                 value=Event.severity, else_=(len(SEVERITIES) - 1) * places)
-            + case({name: n for n, name in enumerate(KINDS)}, value=Event.kind,
-                   else_=len(KINDS)))
-    stmt = (select(Event.trial_id, Event.to_version, func.min(rank),
-                   Version.last_update_posted)
-            .join(newest, of_newest).outerjoin(Version, its_version)
-            .group_by(Event.trial_id, Event.to_version, Version.last_update_posted))
-    best = session.connection().execute(stmt).all()
-    detected: dict[int, str] = {}
-    if any(posted is None for *_, posted in best):  # versions with no posting date
-        undated = (select(Event.trial_id, func.max(Event.detected_at))
-                   .join(newest, of_newest).outerjoin(Version, its_version)
-                   .where(Version.last_update_posted.is_(None)).group_by(Event.trial_id))
-        detected = {trial_id: iso_utc(moment) for trial_id, moment in session.execute(undated)}
-    kinds = (*KINDS, "other")  # a kind this version does not know ranks last, as "other"
-    return {trial_id: {"date": (posted or detected.get(trial_id, ""))[:10],
-                       "kind": kinds[place % places], "version": version}
-            for trial_id, version, place, posted in best}
 
 
 def query_rows(session: Session, declared: Sequence[Any] = ()) -> list[dict[str, Any]]:

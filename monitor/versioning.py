@@ -120,7 +120,8 @@ def record_observation(session: Session, observation: Observation, *,
     alerts = 0
     if stamped:
         ids = repo.add_events(session, trial_row, (e.to_json() for e in stamped),
-                              detected_at=detected, historical=historical)
+                              detected_at=detected, posted=record.last_update_posted,
+                              historical=historical)
         if not historical:
             alerts = enqueue_alerts(session, trial_row, stored_version,
                                     list(zip(stamped, ids, strict=True)), subscriptions,
@@ -194,7 +195,9 @@ def record_restoration(session: Session, trial_row: Trial, *, now: datetime,
 def _store_record_event(session: Session, trial_row: Trial, event: ChangeEvent,
                         now: datetime, subscriptions: Sequence[Subscription]) -> ChangeEvent:
     """Store an event about the record as a whole (at its latest version) and queue its alerts."""
-    (event_id,) = repo.add_events(session, trial_row, [event.to_json()], detected_at=now)
+    latest = repo.latest_version(session, trial_row)
+    (event_id,) = repo.add_events(session, trial_row, [event.to_json()], detected_at=now,
+                                  posted=latest.last_update_posted if latest else None)
     enqueue_alerts(session, trial_row, trial_row.latest_version, [(event, event_id)],
                    subscriptions, now=now)
     return event

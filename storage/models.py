@@ -98,6 +98,13 @@ class Trial(Base):
     overall_status: Mapped[str | None] = mapped_column(String(64))
     # The latest version's phase enums, comma-joined (``PHASE1,PHASE2``), for ``list``.
     phases: Mapped[str | None] = mapped_column(String(128))
+    # The last change, for ``list``: the newest version that brought events, its most severe
+    # event (kind, severity) and its day (the version's posting date, else the day it was
+    # detected). Kept by ``repository.add_events``; ``refresh_last_change`` recomputes it.
+    last_change_version: Mapped[int | None]
+    last_change_kind: Mapped[str | None] = mapped_column(String(32))
+    last_change_severity: Mapped[str | None] = mapped_column(String(16))
+    last_change_date: Mapped[str | None] = mapped_column(String(10))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     watched: Mapped[bool] = mapped_column(Boolean, default=False)
     first_seen_at: Mapped[datetime]

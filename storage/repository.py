@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, any_, event, func, insert, inspect, litera
 from sqlalchemy.orm import QueryableAttribute, Session, defer
 from sqlalchemy.orm.attributes import flag_modified
 
+from trialwatch.monitor.events import change_rank, iso_utc
 from trialwatch.storage import deferred, event_ids
 from trialwatch.storage.models import (
     Base,
@@ -233,7 +234,9 @@ def add_version(session: Session, trial_row: Trial, **fields: Any) -> int:
 # sends UPDATEs of one shape (the same columns) as one executemany, and UPDATEs of mixed
 # shapes (the status moved on one trial, not on the next) one statement each.
 _REWRITTEN_WITH_A_VERSION = ("latest_version", "title", "overall_status", "phases", "removed_at",
-                             "registry_last_update", "last_error", "verified_data_at")
+                             "registry_last_update", "last_error", "verified_data_at",
+                             "last_change_version", "last_change_kind", "last_change_severity",
+                             "last_change_date")
 
 
 # An INSERT of rows queued here changes nothing the caches remember (add_version updated
@@ -257,10 +260,14 @@ _insert_alerts = _queued_insert(OutboxEntry)
 
 
 def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, Any]],
-               *, detected_at: datetime, historical: bool = False) -> list[int]:
+               *, detected_at: datetime, posted: str | None, historical: bool = False) -> list[int]:
     """Store events; returns their ids, given now (``trialwatch.storage.event_ids``) so that alerts
-    can name them. The rows are queued and written in bulk with the rest of the page."""
+    can name them. The rows are queued and written in bulk with the rest of the page.
+
+    ``posted`` is the registry's posting date of the version the newest of them lead to
+    (None if it has none): with it the trial's last change moves (``note_last_change``)."""
     listed = list(events)
+    note_last_change(trial_row, listed, posted=posted, detected_at=detected_at)
     ids = event_ids.allocate(session, len(listed))
     for event_id, e in zip(ids, listed, strict=True):
         deferred.add(session, _insert_events, {
@@ -269,6 +276,48 @@ def add_events(session: Session, trial_row: Trial, events: Iterable[dict[str, An
             "old": e["old"], "new": e["new"], "severity": e["severity"],
             "summary": e["summary"], "detected_at": detected_at, "historical": historical})
     return ids
+
+
+def note_last_change(trial_row: Trial, events: Sequence[dict[str, Any]], *,
+                     posted: str | None, detected_at: datetime) -> None:
+    """The trial's last change (``trials.last_change_*``, what ``list`` shows) with
+    ``events`` added: they move it when they lead to a newer version than it names, or rank
+    above its kind at the same version; events of older versions (a backfill) leave it."""
+    if not events:
+        return
+    newest = max(int(e["to_version"]) for e in events)
+    best = min((e for e in events if e["to_version"] == newest),
+               key=lambda e: change_rank(e["kind"], e["severity"]))
+    day = posted[:10] if posted else iso_utc(detected_at)[:10]
+    current = trial_row.last_change_version
+    if current is not None and newest < current:
+        return
+    if current is None or newest > current or change_rank(best["kind"], best["severity"]) < \
+            change_rank(trial_row.last_change_kind, trial_row.last_change_severity):
+        trial_row.last_change_kind, trial_row.last_change_severity = best["kind"], best["severity"]
+    if current is None or newest > current or posted or (trial_row.last_change_date or "") < day:
+        trial_row.last_change_date = day
+    trial_row.last_change_version = newest
+
+
+def refresh_last_change(session: Session, trial_row: Trial) -> None:
+    """Recompute the trial's last change from its stored events (after events were deleted
+    or renumbered in ways ``note_last_change`` does not follow: a backfill undone)."""
+    newest = session.scalar(select(func.max(Event.to_version))
+                            .where(Event.trial_id == trial_row.id))
+    trial_row.last_change_version = trial_row.last_change_kind = None
+    trial_row.last_change_severity = trial_row.last_change_date = None
+    if newest is None:
+        return
+    rows = session.execute(select(Event.to_version, Event.kind, Event.severity,
+                                  Event.detected_at)
+                           .where(Event.trial_id == trial_row.id, Event.to_version == newest))
+    posted = session.scalar(select(Version.last_update_posted).where(
+        Version.trial_id == trial_row.id, Version.version == newest))
+    for row in rows:
+        note_last_change(trial_row, [{"to_version": row.to_version, "kind": row.kind,
+                                      "severity": row.severity}],
+                         posted=posted, detected_at=row.detected_at)
 
 
 def events(session: Session, trial_row: Trial, *, kinds: Sequence[str] | None = None,
@@ -368,12 +417,12 @@ def shift_versions(session: Session, trial_row: Trial, by: int) -> None:
     """Renumber every stored version of the trial upward by ``by``, with what refers to them.
 
     Moves ``versions.version``, ``events.from_version``/``to_version``, ``outbox.version``
-    and ``trials.latest_version`` together (the caller's transaction makes it all or
-    nothing); outbox ids, the alerts' stable ids, stay. Versions move in two statements,
-    first to ``-version`` then to ``version + by``, so no row ever takes a number another
-    still holds (the unique (trial_id, version) is checked row by row on SQLite and
-    PostgreSQL alike). Flushes first and expires the session's objects afterwards, so
-    versions already loaded show their new numbers on next access.
+    and ``trials.latest_version`` / ``last_change_version`` together (the caller's
+    transaction makes it all or nothing); outbox ids, the alerts' stable ids, stay.
+    Versions move in two statements, first to ``-version`` then to ``version + by``, so no
+    row ever takes a number another still holds (the unique (trial_id, version) is checked
+    row by row on SQLite and PostgreSQL alike). Flushes first and expires the session's
+    objects afterwards, so versions already loaded show their new numbers on next access.
     """
     if by < 0:
         raise ValueError(f"versions only move upward, not by {by}")
@@ -392,5 +441,7 @@ def shift_versions(session: Session, trial_row: Trial, by: int) -> None:
     session.execute(update(OutboxEntry).where(OutboxEntry.trial_id == tid)
                     .values(version=OutboxEntry.version + by), execution_options=plain)
     session.execute(update(Trial).where(Trial.id == tid)
-                    .values(latest_version=Trial.latest_version + by), execution_options=plain)
+                    .values(latest_version=Trial.latest_version + by,
+                            last_change_version=Trial.last_change_version + by),
+                    execution_options=plain)
     session.expire_all()

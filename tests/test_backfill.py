@@ -399,6 +399,42 @@ def test_a_watched_trial_that_never_changed_only_learns_its_registry_number(
     assert [(v.version, v.registry_version) for v in stored_versions(db)] == [(1, 0)]
 
 
+def last_change_kept_and_recomputed(db: Database) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The trial's last change as storing kept it, and as its stored events say it is."""
+    with db.transaction() as session:
+        trial = repo.trial(session, NCT_ID)
+        assert trial is not None
+        kept = (trial.last_change_version, trial.last_change_kind,
+                trial.last_change_severity, trial.last_change_date)
+        repo.refresh_last_change(session, trial)
+        recomputed = (trial.last_change_version, trial.last_change_kind,
+                      trial.last_change_severity, trial.last_change_date)
+        session.rollback()
+    return kept, recomputed
+
+
+def test_a_merge_renumbers_the_last_change_with_the_versions(
+        db: Database, client: HistoryClient) -> None:
+    watch_registry_versions(db, 3, 5, 6)
+    before, _ = last_change_kept_and_recomputed(db)
+    backfill_trial(db, client, NCT_ID)
+    kept, recomputed = last_change_kept_and_recomputed(db)
+    assert kept == recomputed
+    assert kept[0] == before[0] + 3  # three registry versions went before the watched ones
+    assert kept[1:] == before[1:]
+
+
+def test_an_undone_backfill_puts_the_last_change_back(
+        db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
+    fake.fault_hook = lambda r: Fault(status=503) if r.path.endswith("/history/5") else None
+    backfill_trial(db, client, NCT_ID)  # interrupted: registry versions 0..4 stored
+    before, _ = last_change_kept_and_recomputed(db)
+    fake.fault_hook = lambda r: Fault.html() if r.path.endswith("/history/6") else None
+    backfill_trial(db, client, NCT_ID)  # imports 5, then undoes it
+    kept, recomputed = last_change_kept_and_recomputed(db)
+    assert kept == recomputed == before
+
+
 def test_a_failed_merge_leaves_the_watched_trial_as_it_was(
         db: Database, client: HistoryClient, fake: FakeHistoryRegistry) -> None:
     watch_registry_versions(db, 3, 6)

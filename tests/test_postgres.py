@@ -89,15 +89,23 @@ def test_every_url_spelling_works_for_the_commands(pg_url, scheme):
 
 
 @pytest.mark.postgres
-def test_upgrading_to_0005_fills_trial_phases_from_the_jsonb_documents(db, pg_url):
-    assert CliRunner().invoke(cli, ["--db", pg_url, "ingest", str(SEED)]).exit_code == 0
+def test_upgrading_to_0005_fills_the_list_columns_from_jsonb_documents_and_events(db, pg_url):
+    ingested = CliRunner().invoke(cli, ["--db", pg_url, "ingest", str(SEED),
+                                        str(SEED.parent / "demo")])
+    assert ingested.exit_code == 0, ingested.output
+    before = CliRunner().invoke(cli, ["--db", pg_url, "list", "--json"]).stdout
     with db.engine.begin() as connection:  # the database as 0004 left it
-        connection.execute(text("ALTER TABLE trials DROP COLUMN phases"))
+        for column in ("phases", "last_change_version", "last_change_kind",
+                       "last_change_severity", "last_change_date"):
+            connection.execute(text(f"ALTER TABLE trials DROP COLUMN {column}"))
         connection.execute(text("UPDATE alembic_version SET version_num = '0004'"))
     upgraded = CliRunner().invoke(cli, ["--db", pg_url, "db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     listed = CliRunner().invoke(cli, ["--db", pg_url, "list", "--json"])
-    assert json.loads(listed.stdout)[0]["phase"] == ["PHASE1", "PHASE2"]
+    assert listed.stdout == before
+    (row,) = json.loads(listed.stdout)
+    assert (row["phase"], row["last_change"]) == (
+        ["PHASE1", "PHASE2"], {"date": "2029-04-10", "kind": "status", "version": 3})
 
 
 def test_an_unreachable_server_is_a_one_line_error():

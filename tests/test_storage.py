@@ -171,16 +171,41 @@ def test_tables_without_revision_are_refused_not_migrated(db: Database, db_path:
         assert connection.execute("SELECT count(*) FROM versions").fetchone()[0] == 1
 
 
-def test_upgrading_to_0005_gives_stored_trials_the_phases_of_their_latest_version(
+LIST_COLUMNS = ("phases", "last_change_version", "last_change_kind", "last_change_severity",
+                "last_change_date")  # what migration 0005 adds to trials
+
+
+def test_upgrading_to_0005_fills_the_list_columns_from_what_is_stored(
         db: Database, db_path: Path) -> None:
-    """``trials.phases`` (what ``list`` shows) is filled from the documents already stored."""
-    store(db, SEED_PAGE)
-    with sqlite3.connect(db_path) as connection:  # the database as 0004 left it
-        connection.execute("ALTER TABLE trials DROP COLUMN phases")
+    """``trials.phases`` and the last change (what ``list`` shows) come from the documents
+    and events already stored, equal to what storing them now keeps."""
+    for path in (SEED_PAGE, *sorted((SEED_PAGE.parent / "demo").glob("*.txt"))):
+        store(db, path)
+    with sqlite3.connect(db_path) as connection:
+        kept = connection.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM trials").fetchall()
+        for column in LIST_COLUMNS:  # the database as 0004 left it
+            connection.execute(f"ALTER TABLE trials DROP COLUMN {column}")
         connection.execute("UPDATE alembic_version SET version_num = '0004'")
     assert upgrade(db) == ("0004", head_revision())
     with sqlite3.connect(db_path) as connection:
-        assert connection.execute("SELECT phases FROM trials").fetchall() == [("PHASE1,PHASE2",)]
+        filled = connection.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM trials").fetchall()
+    assert filled == kept == [("PHASE1,PHASE2", 3, "status", "high", "2029-04-10")]
+
+
+def test_a_removal_moves_the_last_change_as_its_stored_events_say(db: Database) -> None:
+    from trialwatch.monitor.versioning import record_removal
+
+    store(db, SEED_PAGE)  # one version, no change yet
+    with db.transaction() as session:
+        trial = repo.trial(session, "NCT07328581")
+        assert trial is not None and trial.last_change_version is None
+        record_removal(session, trial, now=datetime(2026, 12, 1, tzinfo=UTC))
+        kept = (trial.last_change_version, trial.last_change_kind, trial.last_change_severity,
+                trial.last_change_date)
+        repo.refresh_last_change(session, trial)
+        assert kept == (trial.last_change_version, trial.last_change_kind,
+                        trial.last_change_severity, trial.last_change_date)
+    assert kept == (1, "removed", "high", "2026-01-09")
 
 
 def test_a_new_version_keeps_the_trials_phases_current(db: Database) -> None:

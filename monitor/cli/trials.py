@@ -144,9 +144,9 @@ def _echo_queries(queries: list[dict[str, Any]]) -> None:
 
 def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells aligned in columns (the last one unpadded); registry text in a cell
-    cannot drive the terminal or break the row (control characters replaced, ``--json``
-    keeps them)."""
-    cells = [[terminal_line(cell) for cell in row] for row in table]
-    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
+    cannot drive the terminal or break the row: each line goes through ``terminal_line``,
+    which puts one character for one, so the columns stay aligned (``--json`` keeps the
+    text as it is)."""
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
     line = "  ".join([*(f"{{:<{width}}}" for width in widths[:-1]), "{}"])
-    return [line.format(*row) for row in cells]
+    return [terminal_line(line.format(*row)) for row in table]
