@@ -50,7 +50,7 @@ def head_revision() -> str:
 def current_revision(db: Database) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    with db.engine.connect() as connection:
+    with db.engine.connect().execution_options(read_only=True) as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -127,9 +127,13 @@ def revision_of(connection: Connection) -> str | None:
 
 def _stamped_revision(db: Database) -> str | None:
     """The revision in ``alembic_version`` by one plain query (None: no such table, or not
-    exactly one row; Alembic then looks properly)."""
+    exactly one row; Alembic then looks properly).
+
+    Both reads of the revision are read-only transactions: on SQLite they do not wait for
+    another process's write lock (WAL), so a command meets a long-held lock once, at its
+    first write, and gives up after one busy timeout, not after two."""
     try:
-        with db.engine.connect() as connection:
+        with db.engine.connect().execution_options(read_only=True) as connection:
             rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     except DBAPIError:
         return None
