@@ -137,10 +137,29 @@ def test_paging_follows_next_page_token_with_the_same_params(registry, client):
     assert [s.nct_id for s in stamps] == [nct(i) for i in range(1, 6)]
     pages = registry.requests_to("/studies")
     assert len(pages) == 3
-    assert "pageToken" not in pages[0].params
+    assert "pageToken" not in pages[0].params and pages[0].params["countTotal"] == "true"
     assert all("pageToken" in p.params for p in pages[1:])
-    without_token = [{k: v for k, v in p.params.items() if k != "pageToken"} for p in pages]
-    assert without_token == [pages[0].params] * 3
+    first = {k: v for k, v in pages[0].params.items() if k != "countTotal"}
+    without_token = [{k: v for k, v in p.params.items() if k != "pageToken"} for p in pages[1:]]
+    assert without_token == [first] * 2
+
+
+def test_a_search_page_without_its_studies_is_a_bad_answer_not_no_matches(registry, client):
+    """A valid page with no studies and no count must not pass for "no new matches": the
+    query's run would count as good and the matches it hid would never be asked for again."""
+    add(registry, 1, conditions=["Lymphoma"])
+    registry.fault_hook = lambda _request: Fault.json({"studies": []})
+    with pytest.raises(BadRegistryResponse, match="totalCount"):
+        list(client.search_stamps(condition="lymphoma"))
+
+
+def test_a_search_that_delivers_fewer_studies_than_it_counted_is_a_bad_answer(
+        registry, client):
+    for i in range(1, 4):
+        add(registry, i, conditions=["Lymphoma"])
+    registry.fault_hook = lambda _request: Fault.json({"studies": [], "totalCount": 3})
+    with pytest.raises(BadRegistryResponse, match="0 of the 3 studies"):
+        list(client.search_stamps(condition="lymphoma"))
 
 
 def test_paging_stops_on_an_empty_page_despite_a_token(fake_time):

@@ -202,7 +202,13 @@ class RegistryClient:
         updated_since: date | None = None,
         page_size: int = MAX_PAGE_SIZE,
     ) -> Iterator[StudyStamp]:
-        """Stamps of every study matching a saved query (``query.term`` / ``query.cond``)."""
+        """Stamps of every study matching a saved query (``query.term`` / ``query.cond``).
+
+        The first page is asked with ``countTotal=true`` (one request, now) and the listing
+        must deliver exactly that many studies: an answer that is a valid page but without
+        the studies (or cut short) would otherwise read as "no new matches", the query's
+        run would count as good and the matches it hid would never be looked for again.
+        """
         if not term and not condition and updated_since is None:
             raise ValueError("a search needs a term, a condition or updated_since")
         params = {"fields": STAMP_FIELDS, "pageSize": str(_page_size(page_size))}
@@ -212,7 +218,10 @@ class RegistryClient:
             params["query.cond"] = condition
         if updated_since is not None:
             params["filter.advanced"] = _updated_since(updated_since)
-        return (_stamp(study, url) for study, url in self._iter_pages(params))
+        url, body = self._get_page({**params, "countTotal": "true"})
+        total = _total_count(body, url)
+        return _counted((_stamp(study, page) for study, page in
+                         self._iter_pages(params, first=(url, body))), total, url)
 
     def changed_since(
         self, since: date, *, page_size: int = MAX_PAGE_SIZE
@@ -226,9 +235,7 @@ class RegistryClient:
         params = {"fields": STAMP_FIELDS, "pageSize": str(page_size),
                   "filter.advanced": _updated_since(since)}
         url, body = self._get_page({**params, "countTotal": "true"})
-        total = body.get("totalCount")
-        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-            raise BadRegistryResponse("page without a valid totalCount", url=url)
+        total = _total_count(body, url)
         pages = self._iter_pages(params, first=(url, body))
         return ChangedSinceListing(total, max(1, -(-total // page_size)),
                                    (_stamp(study, url) for study, url in pages))
@@ -571,3 +578,22 @@ def _loggable(params: Mapping[str, str]) -> dict[str, str]:
 
 def _short(url: str) -> str:
     return url if len(url) <= 160 else url[:157] + "..."
+
+
+def _total_count(body: Mapping[str, Any], url: str) -> int:
+    """The ``totalCount`` of a first page asked with ``countTotal=true``."""
+    total = body.get("totalCount")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise BadRegistryResponse("page without a valid totalCount", url=url)
+    return total
+
+
+def _counted(stamps: Iterator[StudyStamp], total: int, url: str) -> Iterator[StudyStamp]:
+    """``stamps``, then an error if there were not ``total`` of them."""
+    count = 0
+    for stamp in stamps:
+        count += 1
+        yield stamp
+    if count != total:
+        raise BadRegistryResponse(f"the listing gave {count} of the {total} studies it counted",
+                                  url=url)
