@@ -34,23 +34,26 @@ def trial_rows(session: Session, *, status: str | None = None, kind: str | None 
                declared: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``list --json``: the trials that pass every filter given, by NCT ID.
 
-    One query of the ``trials`` table, plain rows: ``list`` of 10,000 trials is a one-shot
-    command (bench/oneshot.py). The phase and the last change are kept on each trial when
+    One Core query of the ``trials`` table (the tables' columns, not the mapped classes:
+    no mapper is configured), plain rows: ``list`` of 10,000 trials is a one-shot command
+    (bench/oneshot.py). The phase and the last change are kept on each trial when
     its versions and events are stored (``trialwatch.storage.repository.add_events``)."""
-    stmt = select(Trial.nct_id, Trial.title, Trial.overall_status, Trial.phases,
-                  Trial.latest_version, Trial.watched, Trial.removed_at.is_not(None),
-                  Trial.last_change_version, Trial.last_change_kind, Trial.last_change_date,
-                  ).order_by(Trial.nct_id)
+    trial, event = Trial.__table__.c, Event.__table__.c
+    match, saved = QueryMatch.__table__.c, SavedQuery.__table__.c
+    stmt = select(trial.nct_id, trial.title, trial.overall_status, trial.phases,
+                  trial.latest_version, trial.watched, trial.removed_at.is_not(None),
+                  trial.last_change_version, trial.last_change_kind, trial.last_change_date,
+                  ).order_by(trial.nct_id)
     if watched_only:
-        stmt = stmt.where(Trial.watched.is_(True))
+        stmt = stmt.where(trial.watched.is_(True))
     if status:
-        stmt = stmt.where(Trial.overall_status == normalize_status(status))
+        stmt = stmt.where(trial.overall_status == normalize_status(status))
     if kind:
-        stmt = stmt.where(Trial.id.in_(select(Event.trial_id).where(Event.kind == kind)))
+        stmt = stmt.where(trial.id.in_(select(event.trial_id).where(event.kind == kind)))
     if query:
-        stmt = stmt.where(Trial.id.in_(
-            select(QueryMatch.trial_id).join(SavedQuery, SavedQuery.id == QueryMatch.query_id)
-            .where(SavedQuery.name == query)))
+        stmt = stmt.where(trial.id.in_(
+            select(match.trial_id).join(SavedQuery.__table__, saved.id == match.query_id)
+            .where(saved.name == query)))
     rows: list[dict[str, Any]] = [
         {"nct_id": nct_id, "title": title, "status": overall_status,
          "latest_version": latest or None, "watched": watched,
@@ -59,14 +62,15 @@ def trial_rows(session: Session, *, status: str | None = None, kind: str | None 
          if changed is not None else None,
          "removed": removed}
         for nct_id, title, overall_status, phases, latest, watched, removed, changed, change, day
-        in session.connection().execute(stmt)]
+        in session.connection().execute(stmt).all()]
     if not (status or kind or query):
         known = set(session.scalars(select(Trial.nct_id).where(
             Trial.nct_id.in_(list(declared))))) if declared else set()
-        rows += [{"nct_id": nct_id, "title": None, "status": None, "latest_version": None,
-                  "watched": True, "phase": None, "last_change": None, "removed": False}
-                 for nct_id in dict.fromkeys(declared) if nct_id not in known]
-        rows.sort(key=lambda row: str(row["nct_id"]))
+        unseen = [{"nct_id": nct_id, "title": None, "status": None, "latest_version": None,
+                   "watched": True, "phase": None, "last_change": None, "removed": False}
+                  for nct_id in dict.fromkeys(declared) if nct_id not in known]
+        if unseen:
+            rows = sorted([*rows, *unseen], key=lambda row: str(row["nct_id"]))
     return rows
 
 

@@ -8,9 +8,11 @@ load; each trial records the round it was last checked in.
 Documents (canonical records, event values) are JSON on SQLite and JSONB on PostgreSQL.
 The raw registry document is kept compressed (``trialwatch.storage.raw_codec``) beside its canonical
 record, so a newer parser can re-derive records later.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: SQLAlchemy would then evaluate every
+``Mapped[...]`` annotation from its string at import, a fifth of this module's import time,
+which every command pays (bench/oneshot.py).
+"""
 
 from datetime import UTC, datetime
 from typing import Any, ClassVar

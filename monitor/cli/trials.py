@@ -79,11 +79,9 @@ def list_trials(app: App, status: str | None, kind: str | None, query_name: str 
                    "FILE` stores a record file (or try `trialwatch demo`).")
         return
     words: dict[object, str] = {}  # statuses and phases repeat: put each into words once
-    table = [TRIAL_COLUMNS, *(_trial_cells(row, words) for row in rows)]
-    marks = ["", *(_mark(row) for row in rows)]
-    lines = [f"{mark or ' '} {line}".rstrip()
-             for mark, line in zip(marks, _aligned(table), strict=True)]
-    click.echo("\n".join([*lines, LEGEND]))
+    header = (f"  {TRIAL_COLUMNS[0]}", *TRIAL_COLUMNS[1:])
+    table = [header, *(_trial_cells(row, words) for row in rows)]
+    click.echo("\n".join([*_aligned(table), LEGEND]))
 
 
 def _declared(app: App) -> tuple[Sequence[str], Sequence[Any]]:
@@ -105,12 +103,9 @@ def _known_query(session: Any, name: str) -> None:
         raise CommandError(f"--query {name}: no saved search by that name{have}")
 
 
-def _mark(row: dict[str, Any]) -> str:
-    return "x" if row["removed"] else "*" if row["watched"] else " "
-
-
 def _trial_cells(row: dict[str, Any], words: dict[object, str]) -> tuple[str, ...]:
-    """One row's cells; ``words`` caches ``humanize`` of the statuses and phases seen."""
+    """One row's cells, the first its mark and NCT ID (``* NCT…`` watched, ``x NCT…``
+    removed); ``words`` caches ``humanize`` of the statuses and phases seen."""
     if row["latest_version"] is None:
         status = "not checked yet"
     else:
@@ -118,7 +113,9 @@ def _trial_cells(row: dict[str, Any], words: dict[object, str]) -> tuple[str, ..
     if row["removed"]:
         status += " (removed)"
     change = row["last_change"]
-    return (row["nct_id"], status, _in_words(row["phase"], words) if row["phase"] else "-",
+    mark = "x" if row["removed"] else "*" if row["watched"] else " "
+    return (f"{mark} {row['nct_id']}", status,
+            _in_words(row["phase"], words) if row["phase"] else "-",
             f"v{row['latest_version']}" if row["latest_version"] else "-",
             f"{change['date']} {change['kind']}" if change else "-",
             shorten(row["title"], TITLE_WIDTH) if row["title"] else "")
@@ -138,8 +135,7 @@ def _echo_queries(queries: list[dict[str, Any]]) -> None:
         return
     table = [QUERY_COLUMNS, *((q["name"], q["term"] or "-", q["condition"] or "-",
                                str(q["matches"]), q["last_run"] or "never") for q in queries)]
-    for line in _aligned(table):
-        click.echo(line.rstrip())
+    click.echo("\n".join(_aligned(table)))
 
 
 def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
@@ -149,4 +145,4 @@ def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
     text as it is)."""
     widths = [max(map(len, column)) for column in zip(*table, strict=True)]
     line = "  ".join([*(f"{{:<{width}}}" for width in widths[:-1]), "{}"])
-    return [terminal_line(line.format(*row)) for row in table]
+    return [terminal_line(line.format(*row)).rstrip() for row in table]

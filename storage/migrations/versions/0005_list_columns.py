@@ -19,6 +19,7 @@ Create Date: 2026-12-03 06:40:00.000000
 """
 
 from datetime import UTC
+from typing import Any
 
 from alembic import op
 import sqlalchemy as sa
@@ -85,10 +86,11 @@ def upgrade() -> None:
     _update(bind, trials, changes)
 
 
-def _update(bind: sa.engine.Connection, trials: sa.TableClause, rows: list[dict]) -> None:
+def _update(bind: sa.engine.Connection, trials: sa.TableClause,
+            rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    columns = {key: sa.bindparam(f'new_{key}') for key in rows[0] if key != 'trial_id'}
+    columns: dict[str, Any] = {key: sa.bindparam(f'new_{key}') for key in rows[0] if key != 'trial_id'}
     statement = sa.update(trials).where(trials.c.id == sa.bindparam('trial_id')).values(columns)
     bound = [{('trial_id' if key == 'trial_id' else f'new_{key}'): value
               for key, value in row.items()} for row in rows]
