@@ -29,6 +29,18 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_iso_utc(value: object) -> datetime | None:
+    """An ``iso_utc`` stamp (or any ISO-8601 time; naive means UTC) read back; None for
+    anything that is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def event_json(nct_id: str, row: Any) -> dict[str, Any]:
     """A stored event (a ``storage.models.Event`` row, or anything with its attributes) as
     DESIGN.md's event JSON, with its measures (``days``, ``percent``)."""

@@ -10,12 +10,13 @@ transaction that marks the row delivered), and never backwards.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from trialwatch.monitor.events import parse_iso_utc
 from trialwatch.storage.models import DigestWatermark, Event, OutboxEntry
 
 _KNOWN = "trialwatch.watermarks_known"  # in session.info: keys known to have a watermark
@@ -73,19 +74,9 @@ def advance(session: Session, row: OutboxEntry, now: datetime) -> None:
         return
     payload: dict[str, Any] = row.payload or {}
     until = int(payload.get("until_event_id") or 0)
-    built = _parse_time(payload.get("until")) or now
+    built = parse_iso_utc(payload.get("until")) or now
     mark.last_event_id = max(mark.last_event_id, until)
     mark.last_sent_at = max(mark.last_sent_at, built)
     if mark.pending_alert == row.id:
         mark.pending_alert = None
         mark.pending_until = None
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

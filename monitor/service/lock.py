@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from trialwatch.monitor.events import iso_utc
+from trialwatch.monitor.events import iso_utc, parse_iso_utc
 
 __all__ = ["AlreadyRunning", "LockState", "ServiceLock", "lock_path_for", "read_lock_state"]
 
@@ -193,8 +193,8 @@ def _parse(raw: bytes) -> LockState:
     pid = data.get("pid")
     database = data.get("database")
     return LockState(pid=pid if isinstance(pid, int) else None,
-                     started_at=_from_iso(data.get("started_at")),
-                     next_cycle=_from_iso(data.get("next_cycle")),
+                     started_at=parse_iso_utc(data.get("started_at")),
+                     next_cycle=parse_iso_utc(data.get("next_cycle")),
                      database=database if isinstance(database, str) else None)
 
 
@@ -202,13 +202,3 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return iso_utc(value)
-
-
-def _from_iso(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
