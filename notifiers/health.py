@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from trialwatch.monitor.events import iso_utc
 from trialwatch.storage.models import MonitorHealth, OutboxEntry
+from trialwatch.storage.repository import insert_or_ignore
 
 OK = "ok"
 FAILING = "failing"
@@ -155,16 +156,5 @@ def health_rows(session: Session) -> list[Health]:
 
 def _ensure_row(session: Session, subject: str, at: datetime) -> None:
     """Insert the subject's row unless it exists (without a race between two workers)."""
-    values = {"subject": subject, "state": OK, "failures": 0, "updated_at": at}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        session.execute(pg_insert(MonitorHealth).values(**values).on_conflict_do_nothing())
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        session.execute(sqlite_insert(MonitorHealth).values(**values).on_conflict_do_nothing())
-    elif session.get(MonitorHealth, subject) is None:
-        session.add(MonitorHealth(**values))
-        session.flush()
+    session.execute(insert_or_ignore(session)(MonitorHealth).values(
+        subject=subject, state=OK, failures=0, updated_at=at).on_conflict_do_nothing())

@@ -83,7 +83,7 @@ def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
     ``ON CONFLICT DO NOTHING``, then the row is read back."""
     found = trial(session, nct_id)
     if found is None:
-        session.execute(_upsert_insert(session)(Trial).values(
+        session.execute(insert_or_ignore(session)(Trial).values(
             nct_id=nct_id, first_seen_at=now, latest_version=0, watched=False,
         ).on_conflict_do_nothing(index_elements=[Trial.nct_id]))
         found = session.scalars(select(Trial).where(Trial.nct_id == nct_id)).one()
@@ -91,8 +91,10 @@ def get_or_create_trial(session: Session, nct_id: str, now: datetime) -> Trial:
     return found
 
 
-def _upsert_insert(session: Session) -> Any:
-    """The dialect's ``insert`` with ``on_conflict_do_nothing`` (imported for the one in use)."""
+def insert_or_ignore(session: Session) -> Any:
+    """The dialect's ``insert``, which has ``on_conflict_do_nothing`` (imported for the one in
+    use): rows two processes may both create at once (a trial, a digest watermark, a health
+    subject) are inserted with it and the second insert leaves the first row alone."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from trialwatch.monitor.events import parse_iso_utc
 from trialwatch.storage.models import DigestWatermark, Event, OutboxEntry
+from trialwatch.storage.repository import insert_or_ignore
 
 _KNOWN = "trialwatch.watermarks_known"  # in session.info: keys known to have a watermark
 
@@ -35,23 +36,11 @@ def ensure(session: Session, *, key: str, channel: str, after: int, now: datetim
     known: set[str] = session.info.setdefault(_KNOWN, set())
     if key in known:
         return
-    connection = session.connection()
-    connection.execute(_insert(connection.dialect.name)(DigestWatermark).values(
+    session.connection().execute(insert_or_ignore(session)(DigestWatermark).values(
         subscription_key=key, channel=channel, last_event_id=after, last_sent_at=now,
         pending_alert=None, pending_until=None,
     ).on_conflict_do_nothing(index_elements=[DigestWatermark.subscription_key]))
     known.add(key)
-
-
-def _insert(dialect: str) -> Any:
-    """The dialect's ``insert`` (it has ``on_conflict_do_nothing``)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
 
 
 def locked(session: Session, key: str) -> DigestWatermark | None:
