@@ -64,8 +64,8 @@ def trial_rows(session: Session, *, status: str | None = None, kind: str | None 
         for nct_id, title, overall_status, phases, latest, watched, removed, changed, change, day
         in session.connection().execute(stmt).all()]
     if not (status or kind or query):
-        known = set(session.scalars(select(Trial.nct_id).where(
-            Trial.nct_id.in_(list(declared))))) if declared else set()
+        known = set(session.connection().scalars(select(trial.nct_id).where(
+            trial.nct_id.in_(list(declared))))) if declared else set()
         unseen = [{"nct_id": nct_id, "title": None, "status": None, "latest_version": None,
                    "watched": True, "phase": None, "last_change": None, "removed": False}
                   for nct_id in dict.fromkeys(declared) if nct_id not in known]

@@ -41,7 +41,7 @@ from trialwatch.notifiers.base import (
     PartialDelivery,
     Seconds,
 )
-from trialwatch.notifiers.render import clean_line, message_blocks, shorten, subject
+from trialwatch.notifiers.render import clean_line, join_blocks, message_blocks, shorten, subject
 
 INSTALL_HINT = "pip install 'trialwatch[apprise]'"
 _SEPARATORS = re.compile(r"[\s,]+")
@@ -210,7 +210,7 @@ class AppriseNotifier:
         limit = target.body_limit
         if limit is not None and target.title_in_body:
             limit -= len(title) + _TITLE_OVERHEAD
-        body = shorten(blocks, max(limit, 1)) if limit is not None else shorten(blocks, 10**9)
+        body = shorten(blocks, max(limit, 1)) if limit is not None else join_blocks(blocks)
         return title, body, markdown
 
     def send(self, alert: Alert) -> None:
