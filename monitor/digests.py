@@ -37,8 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trialwatch.monitor.config.subscriptions import Subscription, digest_due
-from trialwatch.monitor.events import KINDS, SEVERITIES, event_json
-from trialwatch.monitor.versioning import iso_utc
+from trialwatch.monitor.events import change_rank, event_json, iso_utc
 from trialwatch.notifiers.base import DigestTrial, dashboard_link
 from trialwatch.storage import event_ids, watermarks
 from trialwatch.storage import repository as repo
@@ -177,10 +176,12 @@ def _selected(session: Session, sub: Subscription, *, after: int, until: int,
         .where(Event.id > after, Event.id <= until, Event.historical.is_(False))
         .order_by(Event.id)).all()
     by_trial: dict[str, tuple[Trial, list[dict[str, Any]]]] = {}
+    query_names: dict[int, set[str]] = {}  # per trial, read once however many events it has
     for event_row, trial in rows:
         event = {**event_json(trial.nct_id, event_row), "id": event_row.id}
-        if sub.matches(event, nct_id=trial.nct_id,
-                       query_names=repo.query_names_of(session, trial)):
+        if trial.id not in query_names:
+            query_names[trial.id] = repo.query_names_of(session, trial)
+        if sub.matches(event, nct_id=trial.nct_id, query_names=query_names[trial.id]):
             by_trial.setdefault(trial.nct_id, (trial, []))[1].append(event)
     digest = []
     for nct_id, (trial, events) in by_trial.items():
@@ -196,11 +197,8 @@ def _selected(session: Session, sub: Subscription, *, after: int, until: int,
 
 
 def severity_order(event: Mapping[str, Any]) -> tuple[int, int, int, str]:
-    """Most severe first, then by kind (as ``events.sort_key``), then oldest first."""
-    severity = event.get("severity")
-    kind = event.get("kind")
-    return (-(SEVERITIES.index(severity) if severity in SEVERITIES else 0),
-            KINDS.index(kind) if kind in KINDS else len(KINDS),
+    """Most severe first, then by kind (``events.change_rank``), then oldest first."""
+    return (*change_rank(event.get("kind"), event.get("severity")),
             int(event.get("id") or 0), str(event.get("field") or ""))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from trialwatch.monitor.events import KINDS, SEVERITY_RANK, event_json, iso_utc
+from trialwatch.monitor.events import change_rank, event_json, iso_utc
 from trialwatch.monitor.health import health_json
 from trialwatch.monitor.record import TrialRecord
 from trialwatch.storage import repository as repo
@@ -44,9 +44,8 @@ def study_url(nct_id: str) -> str:
 
 def event_order(event: Mapping[str, Any]) -> tuple[int, int, str]:
     """Most severe first, then kind order: how one version's events are listed."""
-    kind = event.get("kind", "other")
-    return (-SEVERITY_RANK.get(event.get("severity", "low"), 0),
-            KINDS.index(kind) if kind in KINDS else len(KINDS), str(event.get("summary")))
+    return (*change_rank(event.get("kind", "other"), event.get("severity")),
+            str(event.get("summary")))
 
 
 # --- The CLI's JSON shapes -------------------------------------------------------------------
