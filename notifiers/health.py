@@ -41,6 +41,9 @@ OK = "ok"
 FAILING = "failing"
 CHECKS = "checks"
 REASON_LIMIT = 500  # characters of a failure's reason kept and sent
+#: Failures in a row before a subject fails, when a caller does not say (``[alerts]
+#: failing_after`` has the same default).
+DEFAULT_FAILING_AFTER = 3
 
 
 def channel_subject(channel: str) -> str:

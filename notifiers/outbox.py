@@ -55,7 +55,7 @@ class DeliveryPolicy:
     lease: timedelta = timedelta(minutes=5)
     batch: int = 100
     #: consecutive failed attempts before a channel counts as failing (``[alerts]``)
-    failing_after: int = 3
+    failing_after: int = health.DEFAULT_FAILING_AFTER
     #: the channels subscribed to ``system`` alerts (from the subscriptions)
     system_channels: tuple[str, ...] = ()
 

@@ -41,6 +41,7 @@ from trialwatch.monitor.cycle.recording import confirm_missing, fetch_and_record
 from trialwatch.monitor.cycle.report import CycleReport
 from trialwatch.monitor.sources.ctgov.client import RegistryClient, RegistryError, StudyStamp
 from trialwatch.monitor.versioning import Subscription
+from trialwatch.notifiers.health import DEFAULT_FAILING_AFTER
 from trialwatch.storage import leases
 from trialwatch.storage import repository as repo
 from trialwatch.storage.engine import Database
@@ -52,7 +53,6 @@ log = structlog.get_logger(__name__)
 LEASE_BATCH = 1000
 DEFAULT_LEASE = timedelta(minutes=5)
 DEFAULT_REVERIFY_EVERY = timedelta(days=7)  # ``ctgov.reverify_every``
-DEFAULT_FAILING_AFTER = 3  # ``alerts.failing_after``
 YOUNG_GC_THRESHOLD = 20_000  # during a cycle (see _gc_frozen)
 
 
